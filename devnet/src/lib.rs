@@ -1,0 +1,1 @@
+//! A local KRAY L2 for demos and tests.
