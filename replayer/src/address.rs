@@ -58,17 +58,11 @@ fn parse_any(s: &str, network: L1Network) -> Result<Address, AddressError> {
 /// Parse an L2 address (canonical lowercase P2TR on `network`) into its account key.
 pub fn parse_l2_address(s: &str, network: L1Network) -> Result<AccountKey, AddressError> {
     let addr = parse_any(s, network)?;
-    let wp = addr
-        .witness_program()
-        .ok_or_else(|| AddressError::NotTaproot(s.to_string()))?;
+    let wp = addr.witness_program().ok_or_else(|| AddressError::NotTaproot(s.to_string()))?;
     if wp.version() != WitnessVersion::V1 {
         return Err(AddressError::NotTaproot(s.to_string()));
     }
-    let key: [u8; 32] = wp
-        .program()
-        .as_bytes()
-        .try_into()
-        .map_err(|_| AddressError::NotTaproot(s.to_string()))?;
+    let key: [u8; 32] = wp.program().as_bytes().try_into().map_err(|_| AddressError::NotTaproot(s.to_string()))?;
     Ok(AccountKey(key))
 }
 
@@ -120,11 +114,9 @@ mod tests {
 
     #[test]
     fn bip86_vectors() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/vectors/bip86-addresses.json"
-        ))
-        .unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/bip86-addresses.json"))
+                .unwrap();
         let v: Vectors = serde_json::from_str(&text).unwrap();
         assert!(!v.vectors.is_empty());
         for t in v.vectors {
@@ -140,24 +132,15 @@ mod tests {
     #[test]
     fn rejects_bad_addresses() {
         let a = "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr";
-        assert!(matches!(
-            parse_l2_address(a, L1Network::Regtest),
-            Err(AddressError::WrongNetwork(..))
-        ));
-        assert!(matches!(
-            parse_l2_address(&a.to_uppercase(), L1Network::Mainnet),
-            Err(AddressError::NotCanonical(..))
-        ));
+        assert!(matches!(parse_l2_address(a, L1Network::Regtest), Err(AddressError::WrongNetwork(..))));
+        assert!(matches!(parse_l2_address(&a.to_uppercase(), L1Network::Mainnet), Err(AddressError::NotCanonical(..))));
         assert!(matches!(
             parse_l2_address("kray_bc11ec6ee659d2364a91e60e7d485dfa", L1Network::Mainnet),
             Err(AddressError::Unparseable(..))
         ));
         // P2WPKH is a valid L1 destination but not an L2 account.
         let wpkh = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
-        assert!(matches!(
-            parse_l2_address(wpkh, L1Network::Mainnet),
-            Err(AddressError::NotTaproot(..))
-        ));
+        assert!(matches!(parse_l2_address(wpkh, L1Network::Mainnet), Err(AddressError::NotTaproot(..))));
         assert!(parse_l1_address(wpkh, L1Network::Mainnet).is_ok());
     }
 }

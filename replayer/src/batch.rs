@@ -2,7 +2,7 @@
 //! root, and the two published forms (canonical JSON and raw canonical bytes).
 
 use crate::encoding::{DecodeError, Reader, Writer};
-use crate::hash::{hexser, sha256_parts, Hash32, TAG_BATCH};
+use crate::hash::{hexser, sha256_parts, Hash32, TAG_BATCH, TAG_DATA};
 use crate::merkle::root_of;
 use crate::tx::{tx_leaf, TxJson};
 use bitcoin::key::Keypair;
@@ -121,13 +121,26 @@ impl SignedHeader {
     }
 }
 
-/// A batch: signed header plus the txs' canonical bytes.
+/// The data commitment of a batch: binds the published tx bytes to the header, so that publishing
+/// txs that do not match `tx_root` is provable (`wrong-tx-root`).
+pub fn data_hash(batch_hash: &Hash32, txs: &[Vec<u8>]) -> Hash32 {
+    let mut w = Writer::with_capacity(37 + txs.iter().map(|t| t.len() + 4).sum::<usize>());
+    w.u8(TAG_DATA).raw(batch_hash).u32(txs.len() as u32);
+    for t in txs {
+        w.u32(t.len() as u32).raw(t);
+    }
+    crate::hash::sha256(&w.finish())
+}
+
+/// A batch: signed header, the txs' canonical bytes, and the producer's signature over the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// Signed header.
     pub signed: SignedHeader,
     /// Canonical bytes of each tx, in execution order.
     pub txs: Vec<Vec<u8>>,
+    /// BIP-340 signature by the producer over [`data_hash`].
+    pub data_signature: [u8; 64],
 }
 
 /// A batch as a JSON file (and as served by the publication API).
@@ -136,9 +149,12 @@ pub struct Batch {
 pub struct BatchFile {
     /// Header.
     pub header: BatchHeader,
-    /// Producer signature.
+    /// Producer signature over the batch hash.
     #[serde(with = "hexser")]
     pub signature: [u8; 64],
+    /// Producer signature over the data commitment.
+    #[serde(with = "hexser")]
+    pub data_signature: [u8; 64],
     /// Txs.
     pub txs: Vec<TxJson>,
 }
@@ -171,6 +187,21 @@ pub enum BatchError {
 }
 
 impl Batch {
+    /// Build a batch, signing the data commitment with the producer key.
+    pub fn new(signed: SignedHeader, txs: Vec<Vec<u8>>, keypair: &Keypair) -> Self {
+        let data_signature = crate::signature::sign(keypair, &data_hash(&signed.header.hash(), &txs));
+        Self { signed, txs, data_signature }
+    }
+
+    /// True when the data signature verifies under the header's producer.
+    pub fn data_signature_valid(&self) -> bool {
+        crate::address::parse_xonly(&self.signed.header.producer)
+            .map(|pk| {
+                crate::signature::verify(&pk, &data_hash(&self.signed.header.hash(), &self.txs), &self.data_signature)
+            })
+            .unwrap_or(false)
+    }
+
     /// Leaf hashes of the txs.
     pub fn tx_leaves(&self) -> Vec<Hash32> {
         use rayon::prelude::*;
@@ -187,6 +218,7 @@ impl Batch {
         BatchFile {
             header: self.signed.header.clone(),
             signature: self.signed.signature,
+            data_signature: self.data_signature,
             txs: self.txs.iter().map(|t| TxJson::from_bytes(t)).collect(),
         }
     }
@@ -197,19 +229,12 @@ impl Batch {
             .txs
             .iter()
             .enumerate()
-            .map(|(index, t)| {
-                t.to_bytes().map_err(|e| BatchError::Encode {
-                    index,
-                    message: e.to_string(),
-                })
-            })
+            .map(|(index, t)| t.to_bytes().map_err(|e| BatchError::Encode { index, message: e.to_string() }))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            signed: SignedHeader {
-                header: f.header,
-                signature: f.signature,
-            },
+            signed: SignedHeader { header: f.header, signature: f.signature },
             txs,
+            data_signature: f.data_signature,
         })
     }
 
@@ -217,10 +242,7 @@ impl Batch {
     pub fn from_json(text: &str, max_txs: u32) -> Result<Self, BatchError> {
         let f: BatchFile = serde_json::from_str(text)?;
         if f.txs.len() > max_txs as usize {
-            return Err(BatchError::TooManyTxs {
-                count: f.txs.len(),
-                max: max_txs,
-            });
+            return Err(BatchError::TooManyTxs { count: f.txs.len(), max: max_txs });
         }
         Self::from_file(f)
     }
@@ -231,14 +253,11 @@ impl Batch {
         serde_json::to_string(&self.to_file()).unwrap_or_default()
     }
 
-    /// Raw canonical bytes: header (217) || signature (64) || u32 n || n × (u32 len || tx bytes).
+    /// Raw canonical bytes: header (217) || signature (64) || data signature (64) || u32 n ||
+    /// n × (u32 len || tx bytes).
     pub fn to_raw(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(
-            HEADER_LEN + 68 + self.txs.iter().map(|t| t.len() + 4).sum::<usize>(),
-        );
-        w.raw(&self.signed.header.encode())
-            .raw(&self.signed.signature)
-            .u32(self.txs.len() as u32);
+        let mut w = Writer::with_capacity(HEADER_LEN + 68 + self.txs.iter().map(|t| t.len() + 4).sum::<usize>());
+        w.raw(&self.signed.header.encode()).raw(&self.signed.signature).u32(self.txs.len() as u32);
         for t in &self.txs {
             w.u32(t.len() as u32).raw(t);
         }
@@ -250,28 +269,21 @@ impl Batch {
         let mut r = Reader::new(bytes);
         let header = BatchHeader::read(&mut r)?;
         let signature = r.array::<64>("signature")?;
+        let data_signature = r.array::<64>("data signature")?;
         let n = r.u32("tx count")?;
         if n > max_txs {
-            return Err(BatchError::TooManyTxs {
-                count: n as usize,
-                max: max_txs,
-            });
+            return Err(BatchError::TooManyTxs { count: n as usize, max: max_txs });
         }
         let mut txs = Vec::with_capacity(n as usize);
         for i in 0..n {
             let len = r.u32("tx length")? as usize;
             if len > MAX_TX_BYTES {
-                return Err(r
-                    .error(format!("tx {i} is {len} bytes, at most {MAX_TX_BYTES}"))
-                    .into());
+                return Err(r.error(format!("tx {i} is {len} bytes, at most {MAX_TX_BYTES}")).into());
             }
             txs.push(r.array_vec(len, "tx")?);
         }
         r.end()?;
-        Ok(Self {
-            signed: SignedHeader { header, signature },
-            txs,
-        })
+        Ok(Self { signed: SignedHeader { header, signature }, txs, data_signature })
     }
 
     /// The content hash mirrors use to compare copies: `sha256(raw bytes)`.

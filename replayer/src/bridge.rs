@@ -21,8 +21,7 @@ use bitcoin::opcodes::all::{OP_CHECKSIG, OP_CHECKSIGADD, OP_GREATERTHANOREQUAL, 
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::{PublicKey, Secp256k1, Verification};
 use bitcoin::taproot::{
-    ControlBlock, LeafVersion, Signature, TapLeafHash, TapNodeHash, TapTweakHash,
-    TaprootMerkleBranch,
+    ControlBlock, LeafVersion, Signature, TapLeafHash, TapNodeHash, TapTweakHash, TaprootMerkleBranch,
 };
 use bitcoin::{Address, Network, Script, ScriptBuf, Witness};
 use serde::{Deserialize, Serialize};
@@ -36,8 +35,8 @@ pub const THRESHOLD: usize = 2;
 /// The BIP-341 "nothing up my sleeve" point `H` (x coordinate): `lift_x(sha256(G))`, a key with no
 /// known private key. Used as the internal key of a bridge that must not be key-path spendable.
 pub const NUMS_H: [u8; 32] = [
-    0x50, 0x92, 0x9b, 0x74, 0xc1, 0xa0, 0x49, 0x54, 0xb7, 0x8b, 0x4b, 0x60, 0x35, 0xe9, 0x7a, 0x5e,
-    0x07, 0x8a, 0x5a, 0x0f, 0x28, 0xec, 0x96, 0xd5, 0x47, 0xbf, 0xee, 0x9a, 0xce, 0x80, 0x3a, 0xc0,
+    0x50, 0x92, 0x9b, 0x74, 0xc1, 0xa0, 0x49, 0x54, 0xb7, 0x8b, 0x4b, 0x60, 0x35, 0xe9, 0x7a, 0x5e, 0x07, 0x8a, 0x5a,
+    0x0f, 0x28, 0xec, 0x96, 0xd5, 0x47, 0xbf, 0xee, 0x9a, 0xce, 0x80, 0x3a, 0xc0,
 ];
 
 /// Errors building or using a [`BridgeDescriptor`].
@@ -130,9 +129,7 @@ impl BridgeDescriptor {
     /// Builds the bridge from three federation keys (any order: they are sorted bytewise by their
     /// 33-byte compressed form) and the choice of internal key.
     pub fn new(keys: &[PublicKey], internal: InternalKey) -> Result<Self, BridgeError> {
-        let keys: [PublicKey; SIGNERS] = keys
-            .try_into()
-            .map_err(|_| BridgeError::WrongKeyCount(keys.len()))?;
+        let keys: [PublicKey; SIGNERS] = keys.try_into().map_err(|_| BridgeError::WrongKeyCount(keys.len()))?;
         let mut keys = keys;
         keys.sort_by_key(|k| k.serialize());
         let xonly = keys.map(|k| k.x_only_public_key().0);
@@ -150,42 +147,25 @@ impl BridgeDescriptor {
             InternalKey::Custom(k) => k,
         };
         let secp = Secp256k1::verification_only();
-        let (leaf_hash, output_key, output_parity) =
-            single_leaf_commitment(&secp, internal_key, &leaf_script)?;
-        Ok(Self {
-            keys,
-            internal,
-            internal_key,
-            leaf_script,
-            leaf_hash,
-            output_key,
-            output_parity,
-        })
+        let (leaf_hash, output_key, output_parity) = single_leaf_commitment(&secp, internal_key, &leaf_script)?;
+        Ok(Self { keys, internal, internal_key, leaf_script, leaf_hash, output_key, output_parity })
     }
 
     /// Like [`BridgeDescriptor::new`], from three hex-encoded 33-byte compressed public keys.
-    pub fn from_hex_keys<S: AsRef<str>>(
-        keys: &[S],
-        internal: InternalKey,
-    ) -> Result<Self, BridgeError> {
+    pub fn from_hex_keys<S: AsRef<str>>(keys: &[S], internal: InternalKey) -> Result<Self, BridgeError> {
         let parsed = keys
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                let bytes = hex::decode(s.as_ref()).map_err(|e| BridgeError::InvalidPubkey {
-                    index,
-                    reason: e.to_string(),
-                })?;
+                let bytes =
+                    hex::decode(s.as_ref()).map_err(|e| BridgeError::InvalidPubkey { index, reason: e.to_string() })?;
                 if bytes.len() != 33 {
                     return Err(BridgeError::InvalidPubkey {
                         index,
                         reason: format!("expected 33 bytes, got {}", bytes.len()),
                     });
                 }
-                PublicKey::from_slice(&bytes).map_err(|e| BridgeError::InvalidPubkey {
-                    index,
-                    reason: e.to_string(),
-                })
+                PublicKey::from_slice(&bytes).map_err(|e| BridgeError::InvalidPubkey { index, reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(&parsed, internal)
@@ -194,10 +174,7 @@ impl BridgeDescriptor {
     /// Finds which internal key (NUMS, or the key of one of the signers) makes these three keys
     /// produce `script_pubkey`; `None` when none does (the bridge then uses an unknown internal
     /// key, or other keys, or another script).
-    pub fn recognize(
-        keys: &[PublicKey],
-        script_pubkey: &Script,
-    ) -> Result<Option<Self>, BridgeError> {
+    pub fn recognize(keys: &[PublicKey], script_pubkey: &Script) -> Result<Option<Self>, BridgeError> {
         let nums = Self::new(keys, InternalKey::Nums)?;
         if nums.script_pubkey().as_script() == script_pubkey {
             return Ok(Some(nums));
@@ -205,11 +182,8 @@ impl BridgeDescriptor {
         for key in nums.xonly_keys() {
             let candidate = Self::new(keys, InternalKey::Custom(key))?;
             if candidate.script_pubkey().as_script() == script_pubkey {
-                let candidate = if key == nums.xonly_keys()[0] {
-                    Self::new(keys, InternalKey::Legacy)?
-                } else {
-                    candidate
-                };
+                let candidate =
+                    if key == nums.xonly_keys()[0] { Self::new(keys, InternalKey::Legacy)? } else { candidate };
                 return Ok(Some(candidate));
             }
         }
@@ -286,10 +260,7 @@ impl BridgeDescriptor {
     /// signer `i`, or `None` when that signer does not sign. BIP-342 `CHECKSIGADD` consumes the
     /// signature of `x1` first, so the stack lists them in reverse key order (signer 2's first),
     /// with an empty element for each missing signer, then the leaf script and the control block.
-    pub fn script_path_witness(
-        &self,
-        signatures: &[Option<Signature>; SIGNERS],
-    ) -> Result<Witness, BridgeError> {
+    pub fn script_path_witness(&self, signatures: &[Option<Signature>; SIGNERS]) -> Result<Witness, BridgeError> {
         let count = signatures.iter().flatten().count();
         if count < THRESHOLD {
             return Err(BridgeError::NotEnoughSignatures(count));
@@ -310,21 +281,14 @@ impl BridgeDescriptor {
     pub fn audit(&self) -> BridgeAudit {
         let internal_key_kind = if self.internal_key == nums_point() {
             InternalKeyKind::Nums
-        } else if let Some(i) = self
-            .xonly_keys()
-            .iter()
-            .position(|k| *k == self.internal_key)
-        {
+        } else if let Some(i) = self.xonly_keys().iter().position(|k| *k == self.internal_key) {
             InternalKeyKind::KeyOfSigner(i)
         } else {
             InternalKeyKind::Unknown
         };
         BridgeAudit {
             internal_key_kind,
-            key_path_spendable_by_single_party: matches!(
-                internal_key_kind,
-                InternalKeyKind::KeyOfSigner(_)
-            ),
+            key_path_spendable_by_single_party: matches!(internal_key_kind, InternalKeyKind::KeyOfSigner(_)),
             key_path_possibly_spendable: internal_key_kind != InternalKeyKind::Nums,
             threshold: THRESHOLD,
             signers: SIGNERS,
@@ -369,14 +333,8 @@ fn single_leaf_commitment<C: Verification>(
     let leaf_hash = TapLeafHash::from_script(script, LeafVersion::TapScript);
     let root = TapNodeHash::from_byte_array(leaf_hash.to_byte_array());
     let tweak = TapTweakHash::from_key_and_tweak(internal, Some(root)).to_scalar();
-    let (output, parity) = internal
-        .add_tweak(secp, &tweak)
-        .map_err(|_| BridgeError::Tweak)?;
-    Ok((
-        leaf_hash,
-        TweakedPublicKey::dangerous_assume_tweaked(output),
-        parity,
-    ))
+    let (output, parity) = internal.add_tweak(secp, &tweak).map_err(|_| BridgeError::Tweak)?;
+    Ok((leaf_hash, TweakedPublicKey::dangerous_assume_tweaked(output), parity))
 }
 
 #[cfg(test)]
@@ -385,14 +343,9 @@ mod tests {
     use bitcoin::secp256k1::SecretKey;
     use serde_json::Value;
 
-    const KRAY_VECTOR: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/kray-bridge.json"
-    );
-    const BIP341_VECTORS: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/bip341-wallet-test-vectors.json"
-    );
+    const KRAY_VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/kray-bridge.json");
+    const BIP341_VECTORS: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/bip341-wallet-test-vectors.json");
 
     fn load(path: &str) -> Value {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
@@ -417,10 +370,7 @@ mod tests {
 
     #[test]
     fn nums_constant_is_bip341_h() {
-        assert_eq!(
-            nums_point().to_string(),
-            "50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0"
-        );
+        assert_eq!(nums_point().to_string(), "50929b74c1a04954b78b4b6035e97a5e078a5a0f28ec96d547bfee9ace803ac0");
     }
 
     #[test]
@@ -437,32 +387,14 @@ mod tests {
             .collect();
         assert_eq!(sorted, expected);
 
-        assert_eq!(
-            hex::encode(d.leaf_script().as_bytes()),
-            s(&v, "leaf_script")
-        );
-        assert_eq!(
-            format!("{:02x}", d.leaf_version().to_consensus()),
-            s(&v, "leaf_version")
-        );
+        assert_eq!(hex::encode(d.leaf_script().as_bytes()), s(&v, "leaf_script"));
+        assert_eq!(format!("{:02x}", d.leaf_version().to_consensus()), s(&v, "leaf_version"));
         assert_eq!(d.leaf_hash().to_string(), s(&v, "tap_leaf_hash"));
         assert_eq!(d.internal_key().to_string(), s(&v, "legacy_internal_key"));
-        assert_eq!(
-            hex::encode(d.script_pubkey().as_bytes()),
-            s(&v, "legacy_script_pubkey")
-        );
-        assert_eq!(
-            d.address(Network::Bitcoin).to_string(),
-            s(&v, "legacy_address_mainnet")
-        );
-        assert_eq!(
-            d.address(Network::Testnet).to_string(),
-            s(&v, "legacy_address_testnet")
-        );
-        assert_eq!(
-            format!("{:02x}", d.control_block().serialize()[0]),
-            s(&v, "legacy_control_block_first_byte")
-        );
+        assert_eq!(hex::encode(d.script_pubkey().as_bytes()), s(&v, "legacy_script_pubkey"));
+        assert_eq!(d.address(Network::Bitcoin).to_string(), s(&v, "legacy_address_mainnet"));
+        assert_eq!(d.address(Network::Testnet).to_string(), s(&v, "legacy_address_testnet"));
+        assert_eq!(format!("{:02x}", d.control_block().serialize()[0]), s(&v, "legacy_control_block_first_byte"));
         assert_eq!(d.control_block().serialize().len(), 33);
     }
 
@@ -477,21 +409,11 @@ mod tests {
             .map(|x| x.as_str().expect("str"))
             .collect();
         let d = BridgeDescriptor::from_hex_keys(&keys, InternalKey::Legacy).expect("bridge");
-        assert_eq!(
-            d.address(Network::Bitcoin).to_string(),
-            s(&v, "legacy_address_mainnet")
-        );
+        assert_eq!(d.address(Network::Bitcoin).to_string(), s(&v, "legacy_address_mainnet"));
         let bad = BridgeDescriptor::from_hex_keys(&["02zz", keys[1], keys[2]], InternalKey::Nums);
-        assert!(matches!(
-            bad,
-            Err(BridgeError::InvalidPubkey { index: 0, .. })
-        ));
-        let short =
-            BridgeDescriptor::from_hex_keys(&[&keys[0][..64], keys[1], keys[2]], InternalKey::Nums);
-        assert!(matches!(
-            short,
-            Err(BridgeError::InvalidPubkey { index: 0, .. })
-        ));
+        assert!(matches!(bad, Err(BridgeError::InvalidPubkey { index: 0, .. })));
+        let short = BridgeDescriptor::from_hex_keys(&[&keys[0][..64], keys[1], keys[2]], InternalKey::Nums);
+        assert!(matches!(short, Err(BridgeError::InvalidPubkey { index: 0, .. })));
     }
 
     #[test]
@@ -534,8 +456,7 @@ mod tests {
         assert_eq!(a.internal_key_kind, InternalKeyKind::Unknown);
         assert!(!a.key_path_spendable_by_single_party);
         assert!(a.key_path_possibly_spendable);
-        let n =
-            BridgeDescriptor::new(&vector_keys(), InternalKey::Custom(nums_point())).expect("b");
+        let n = BridgeDescriptor::new(&vector_keys(), InternalKey::Custom(nums_point())).expect("b");
         assert_eq!(n.audit().internal_key_kind, InternalKeyKind::Nums);
     }
 
@@ -551,41 +472,23 @@ mod tests {
         let k1 = legacy.xonly_keys()[1];
         let by1 = BridgeDescriptor::new(&keys, InternalKey::Custom(k1)).expect("b");
         let got = BridgeDescriptor::recognize(&keys, &by1.script_pubkey()).expect("ok");
-        assert_eq!(
-            got.map(|d| d.audit().internal_key_kind),
-            Some(InternalKeyKind::KeyOfSigner(1))
-        );
+        assert_eq!(got.map(|d| d.audit().internal_key_kind), Some(InternalKeyKind::KeyOfSigner(1)));
         let other = ScriptBuf::new_op_return([0u8; 4]);
-        assert_eq!(
-            BridgeDescriptor::recognize(&keys, &other).expect("ok"),
-            None
-        );
+        assert_eq!(BridgeDescriptor::recognize(&keys, &other).expect("ok"), None);
     }
 
     #[test]
     fn rejects_bad_key_sets() {
         let k = vector_keys();
-        assert_eq!(
-            BridgeDescriptor::new(&k[..2], InternalKey::Nums),
-            Err(BridgeError::WrongKeyCount(2))
-        );
+        assert_eq!(BridgeDescriptor::new(&k[..2], InternalKey::Nums), Err(BridgeError::WrongKeyCount(2)));
         let four = vec![k[0], k[1], k[2], key_from_int(9)];
-        assert_eq!(
-            BridgeDescriptor::new(&four, InternalKey::Nums),
-            Err(BridgeError::WrongKeyCount(4))
-        );
+        assert_eq!(BridgeDescriptor::new(&four, InternalKey::Nums), Err(BridgeError::WrongKeyCount(4)));
         let dup = vec![k[0], k[1], k[1]];
-        assert!(matches!(
-            BridgeDescriptor::new(&dup, InternalKey::Nums),
-            Err(BridgeError::DuplicateKey(_, _))
-        ));
+        assert!(matches!(BridgeDescriptor::new(&dup, InternalKey::Nums), Err(BridgeError::DuplicateKey(_, _))));
         // P and -P share an x coordinate: a duplicate for an x-only script.
         let neg = k[1].negate(&Secp256k1::new());
         let pm = vec![k[0], k[1], neg];
-        assert!(matches!(
-            BridgeDescriptor::new(&pm, InternalKey::Nums),
-            Err(BridgeError::DuplicateKey(_, _))
-        ));
+        assert!(matches!(BridgeDescriptor::new(&pm, InternalKey::Nums), Err(BridgeError::DuplicateKey(_, _))));
     }
 
     #[test]
@@ -596,19 +499,14 @@ mod tests {
             raw[0] = byte;
             Signature::from_slice(&raw).expect("64-byte sig")
         };
-        let w = d
-            .script_path_witness(&[Some(sig(1)), None, Some(sig(3))])
-            .expect("witness");
+        let w = d.script_path_witness(&[Some(sig(1)), None, Some(sig(3))]).expect("witness");
         assert_eq!(w.len(), 5);
         assert_eq!(w.nth(0), Some(&[3u8; 64][..]));
         assert_eq!(w.nth(1), Some(&[][..]));
         assert_eq!(w.nth(2), Some(&[1u8; 64][..]));
         assert_eq!(w.nth(3), Some(d.leaf_script().as_bytes()));
         assert_eq!(w.nth(4), Some(&d.control_block().serialize()[..]));
-        assert_eq!(
-            d.script_path_witness(&[Some(sig(1)), None, None]),
-            Err(BridgeError::NotEnoughSignatures(1))
-        );
+        assert_eq!(d.script_path_witness(&[Some(sig(1)), None, None]), Err(BridgeError::NotEnoughSignatures(1)));
     }
 
     /// Every single-leaf script-path vector of the official BIP-341 wallet vectors.
@@ -622,18 +520,10 @@ mod tests {
             if !tree.is_object() || tree["leafVersion"].as_u64() != Some(0xc0) {
                 continue;
             }
-            let internal: XOnlyPublicKey = s(&case["given"], "internalPubkey")
-                .parse()
-                .expect("internal key");
+            let internal: XOnlyPublicKey = s(&case["given"], "internalPubkey").parse().expect("internal key");
             let script = ScriptBuf::from_hex(s(tree, "script")).expect("script");
-            let (leaf, out, parity) =
-                single_leaf_commitment(&secp, internal, &script).expect("tweak");
-            assert_eq!(
-                leaf.to_string(),
-                case["intermediary"]["leafHashes"][0]
-                    .as_str()
-                    .expect("leaf")
-            );
+            let (leaf, out, parity) = single_leaf_commitment(&secp, internal, &script).expect("tweak");
+            assert_eq!(leaf.to_string(), case["intermediary"]["leafHashes"][0].as_str().expect("leaf"));
             assert_eq!(out.to_string(), s(&case["intermediary"], "tweakedPubkey"));
             let cb = ControlBlock {
                 leaf_version: LeafVersion::TapScript,
@@ -643,20 +533,12 @@ mod tests {
             };
             assert_eq!(
                 hex::encode(cb.serialize()),
-                case["expected"]["scriptPathControlBlocks"][0]
-                    .as_str()
-                    .expect("cb")
+                case["expected"]["scriptPathControlBlocks"][0].as_str().expect("cb")
             );
-            assert_eq!(
-                Address::p2tr_tweaked(out, Network::Bitcoin).to_string(),
-                s(&case["expected"], "bip350Address")
-            );
+            assert_eq!(Address::p2tr_tweaked(out, Network::Bitcoin).to_string(), s(&case["expected"], "bip350Address"));
             checked += 1;
         }
-        assert!(
-            checked >= 2,
-            "expected at least two single-leaf vectors, got {checked}"
-        );
+        assert!(checked >= 2, "expected at least two single-leaf vectors, got {checked}");
     }
 
     #[test]

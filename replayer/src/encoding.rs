@@ -35,9 +35,7 @@ pub struct Writer {
 impl Writer {
     /// A writer with room for `n` bytes.
     pub fn with_capacity(n: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(n),
-        }
+        Self { buf: Vec::with_capacity(n) }
     }
     /// One byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
@@ -61,30 +59,18 @@ impl Writer {
     }
     /// A string with a one-byte length prefix (at most 255 bytes).
     pub fn str8(&mut self, field: &'static str, v: &str) -> Result<&mut Self, EncodeError> {
-        let len = u8::try_from(v.len()).map_err(|_| EncodeError {
-            field,
-            len: v.len(),
-            max: 255,
-        })?;
+        let len = u8::try_from(v.len()).map_err(|_| EncodeError { field, len: v.len(), max: 255 })?;
         self.buf.push(len);
         self.buf.extend_from_slice(v.as_bytes());
         Ok(self)
     }
     /// Bytes with a two-byte length prefix, at most `max` bytes.
-    pub fn bytes16(
-        &mut self,
-        field: &'static str,
-        v: &[u8],
-        max: usize,
-    ) -> Result<&mut Self, EncodeError> {
-        let len = u16::try_from(v.len())
-            .ok()
-            .filter(|l| usize::from(*l) <= max)
-            .ok_or(EncodeError {
-                field,
-                len: v.len(),
-                max,
-            })?;
+    pub fn bytes16(&mut self, field: &'static str, v: &[u8], max: usize) -> Result<&mut Self, EncodeError> {
+        let len = u16::try_from(v.len()).ok().filter(|l| usize::from(*l) <= max).ok_or(EncodeError {
+            field,
+            len: v.len(),
+            max,
+        })?;
         self.buf.extend_from_slice(&len.to_be_bytes());
         self.buf.extend_from_slice(v);
         Ok(self)
@@ -108,10 +94,7 @@ impl<'a> Reader<'a> {
     }
     /// An error at the current offset.
     pub fn error(&self, what: impl Into<String>) -> DecodeError {
-        DecodeError {
-            offset: self.pos,
-            what: what.into(),
-        }
+        DecodeError { offset: self.pos, what: what.into() }
     }
     fn take(&mut self, n: usize, field: &str) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
@@ -121,10 +104,7 @@ impl<'a> Reader<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => Err(self.error(format!(
-                "truncated: {field} needs {n} bytes, {} left",
-                self.buf.len() - self.pos
-            ))),
+            None => Err(self.error(format!("truncated: {field} needs {n} bytes, {} left", self.buf.len() - self.pos))),
         }
     }
     /// One byte.
@@ -158,10 +138,8 @@ impl<'a> Reader<'a> {
         let len = usize::from(self.u8(field)?);
         let start = self.pos;
         let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError {
-            offset: start,
-            what: format!("{field} is not UTF-8"),
-        })
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| DecodeError { offset: start, what: format!("{field} is not UTF-8") })
     }
     /// Bytes with a two-byte length prefix, at most `max`.
     pub fn bytes16(&mut self, field: &str, max: usize) -> Result<Vec<u8>, DecodeError> {
@@ -176,10 +154,7 @@ impl<'a> Reader<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError {
-                offset: self.pos - 1,
-                what: format!("{field} presence flag is {v}, not 0 or 1"),
-            }),
+            v => Err(DecodeError { offset: self.pos - 1, what: format!("{field} presence flag is {v}, not 0 or 1") }),
         }
     }
     /// Fails unless every byte was consumed.

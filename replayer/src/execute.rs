@@ -27,15 +27,9 @@ pub enum Semantics {
 impl Semantics {
     /// The buggy variants, with the fault class each proves.
     pub const DIAGNOSES: [(Semantics, FaultClass); 3] = [
-        (
-            Semantics::SelfTransferMints,
-            FaultClass::SelfTransferInflation,
-        ),
+        (Semantics::SelfTransferMints, FaultClass::SelfTransferInflation),
         (Semantics::TreasuryNotCredited, FaultClass::WrongGas),
-        (
-            Semantics::WithdrawalNotDebited,
-            FaultClass::WithdrawalNotBurned,
-        ),
+        (Semantics::WithdrawalNotDebited, FaultClass::WithdrawalNotBurned),
     ];
 }
 
@@ -87,10 +81,7 @@ pub enum ExecError {
 }
 
 fn fault(class: FaultClass, reason: impl Into<String>) -> ExecError {
-    ExecError::Fault {
-        class,
-        reason: reason.into(),
-    }
+    ExecError::Fault { class, reason: reason.into() }
 }
 
 /// The gas a tx must declare under `profile`.
@@ -102,29 +93,17 @@ pub fn expected_gas(kind: TxKind, profile: &Profile) -> u64 {
 }
 
 /// Resolve the sender from its declared index.
-fn sender<L: ReadLedger>(
-    ov: &mut Overlay<'_, L>,
-    tx: &Tx,
-    key: &AccountKey,
-) -> Result<(u64, Account), ExecError> {
-    let i = tx
-        .from_index
-        .ok_or_else(|| fault(FaultClass::MalformedTx, "from_index missing"))?;
+fn sender<L: ReadLedger>(ov: &mut Overlay<'_, L>, tx: &Tx, key: &AccountKey) -> Result<(u64, Account), ExecError> {
+    let i = tx.from_index.ok_or_else(|| fault(FaultClass::MalformedTx, "from_index missing"))?;
     if i >= ov.account_count() {
         return Err(fault(
             FaultClass::MalformedTx,
-            format!(
-                "from_index {i} is beyond the {} accounts",
-                ov.account_count()
-            ),
+            format!("from_index {i} is beyond the {} accounts", ov.account_count()),
         ));
     }
     let a = ov.account(i)?;
     if a.key != *key {
-        return Err(fault(
-            FaultClass::MalformedTx,
-            format!("from_index {i} holds another account than {}", tx.from),
-        ));
+        return Err(fault(FaultClass::MalformedTx, format!("from_index {i} holds another account than {}", tx.from)));
     }
     Ok((i, a))
 }
@@ -136,43 +115,24 @@ fn recipient<L: ReadLedger>(
     tx: &Tx,
     key: &AccountKey,
 ) -> Result<(u64, Account, bool), ExecError> {
-    let i = tx
-        .to_index
-        .ok_or_else(|| fault(FaultClass::MalformedTx, "to_index missing"))?;
+    let i = tx.to_index.ok_or_else(|| fault(FaultClass::MalformedTx, "to_index missing"))?;
     let count = ov.account_count();
     if i < count {
         let a = ov.account(i)?;
         if a.key != *key {
-            return Err(fault(
-                FaultClass::MalformedTx,
-                format!("to_index {i} holds another account than {}", tx.to),
-            ));
+            return Err(fault(FaultClass::MalformedTx, format!("to_index {i} holds another account than {}", tx.to)));
         }
         Ok((i, a, false))
     } else if i == count {
         if let Some(j) = ov.find_account(key) {
             return Err(fault(
                 FaultClass::MalformedTx,
-                format!(
-                    "to_index {i} declares {} as a new account, but it exists at index {j}",
-                    tx.to
-                ),
+                format!("to_index {i} declares {} as a new account, but it exists at index {j}", tx.to),
             ));
         }
-        Ok((
-            i,
-            Account {
-                key: *key,
-                balance: 0,
-                nonce: 0,
-            },
-            true,
-        ))
+        Ok((i, Account { key: *key, balance: 0, nonce: 0 }, true))
     } else {
-        Err(fault(
-            FaultClass::MalformedTx,
-            format!("to_index {i} is beyond the {count} accounts"),
-        ))
+        Err(fault(FaultClass::MalformedTx, format!("to_index {i} is beyond the {count} accounts")))
     }
 }
 
@@ -184,24 +144,16 @@ fn store<L: ReadLedger>(ov: &mut Overlay<'_, L>, i: u64, a: Account, new: bool) 
     }
 }
 
-fn credit_treasury<L: ReadLedger>(
-    ov: &mut Overlay<'_, L>,
-    ctx: &ExecContext<'_>,
-    gas: u64,
-) -> Result<(), ExecError> {
+fn credit_treasury<L: ReadLedger>(ov: &mut Overlay<'_, L>, ctx: &ExecContext<'_>, gas: u64) -> Result<(), ExecError> {
     if ctx.semantics == Semantics::TreasuryNotCredited {
         return Ok(());
     }
-    let ti = ov
-        .find_account(&ctx.treasury)
-        .ok_or(ExecError::NoTreasury)?;
+    let ti = ov.find_account(&ctx.treasury).ok_or(ExecError::NoTreasury)?;
     let mut t = ov.account(ti)?;
-    t.balance = t.balance.checked_add(gas).ok_or_else(|| {
-        fault(
-            FaultClass::Overflow,
-            format!("Treasury balance {} + gas {gas} overflows", t.balance),
-        )
-    })?;
+    t.balance = t
+        .balance
+        .checked_add(gas)
+        .ok_or_else(|| fault(FaultClass::Overflow, format!("Treasury balance {} + gas {gas} overflows", t.balance)))?;
     ov.set_account(ti, t);
     Ok(())
 }
@@ -218,41 +170,27 @@ pub fn execute<L: ReadLedger>(
     let gas = tx.gas_fee;
     match checked.kind {
         TxKind::Transfer | TxKind::Withdrawal => {
-            let from_key = checked
-                .from_key
-                .ok_or_else(|| fault(FaultClass::MalformedTx, "no sender"))?;
+            let from_key = checked.from_key.ok_or_else(|| fault(FaultClass::MalformedTx, "no sender"))?;
             let (fi, mut a) = sender(ov, tx, &from_key)?;
             if tx.nonce != a.nonce {
                 return Err(fault(
                     FaultClass::BadNonce,
-                    format!(
-                        "nonce {} but the account's next nonce is {}",
-                        tx.nonce, a.nonce
-                    ),
+                    format!("nonce {} but the account's next nonce is {}", tx.nonce, a.nonce),
                 ));
             }
-            let need = tx.amount.checked_add(gas).ok_or_else(|| {
-                fault(
-                    FaultClass::Overflow,
-                    format!("amount {} + gas {gas} overflows", tx.amount),
-                )
-            })?;
+            let need = tx
+                .amount
+                .checked_add(gas)
+                .ok_or_else(|| fault(FaultClass::Overflow, format!("amount {} + gas {gas} overflows", tx.amount)))?;
             if a.balance < need {
                 return Err(fault(
                     FaultClass::InsufficientBalance,
                     format!("balance {} is less than amount + gas = {need}", a.balance),
                 ));
             }
-            a.nonce = a
-                .nonce
-                .checked_add(1)
-                .ok_or_else(|| fault(FaultClass::Overflow, "nonce overflows"))?;
+            a.nonce = a.nonce.checked_add(1).ok_or_else(|| fault(FaultClass::Overflow, "nonce overflows"))?;
             if checked.kind == TxKind::Withdrawal {
-                a.balance -= if ctx.semantics == Semantics::WithdrawalNotDebited {
-                    gas
-                } else {
-                    need
-                };
+                a.balance -= if ctx.semantics == Semantics::WithdrawalNotDebited { gas } else { need };
                 ov.set_account(fi, a);
                 ov.push_withdrawal(WithdrawalEntry {
                     tx_id: *tx_id,
@@ -262,9 +200,7 @@ pub fn execute<L: ReadLedger>(
                     amount: tx.amount,
                 });
             } else {
-                let to_key = checked
-                    .to_key
-                    .ok_or_else(|| fault(FaultClass::MalformedTx, "no recipient"))?;
+                let to_key = checked.to_key.ok_or_else(|| fault(FaultClass::MalformedTx, "no recipient"))?;
                 if to_key == from_key {
                     if tx.to_index != Some(fi) {
                         return Err(fault(
@@ -284,10 +220,7 @@ pub fn execute<L: ReadLedger>(
                     b.balance = b.balance.checked_add(tx.amount).ok_or_else(|| {
                         fault(
                             FaultClass::Overflow,
-                            format!(
-                                "recipient balance {} + amount {} overflows",
-                                b.balance, tx.amount
-                            ),
+                            format!("recipient balance {} + amount {} overflows", b.balance, tx.amount),
                         )
                     })?;
                     store(ov, ti, b, new);
@@ -296,12 +229,8 @@ pub fn execute<L: ReadLedger>(
             credit_treasury(ov, ctx, gas)
         }
         TxKind::Deposit => {
-            let op = checked
-                .outpoint
-                .ok_or_else(|| fault(FaultClass::MalformedTx, "no outpoint"))?;
-            let to_key = checked
-                .to_key
-                .ok_or_else(|| fault(FaultClass::MalformedTx, "no recipient"))?;
+            let op = checked.outpoint.ok_or_else(|| fault(FaultClass::MalformedTx, "no outpoint"))?;
+            let to_key = checked.to_key.ok_or_else(|| fault(FaultClass::MalformedTx, "no recipient"))?;
             if let Some(j) = ov.find_deposit(&op) {
                 return Err(fault(
                     FaultClass::DoubleDeposit,
@@ -315,19 +244,11 @@ pub fn execute<L: ReadLedger>(
             b.balance = b.balance.checked_add(tx.amount).ok_or_else(|| {
                 fault(
                     FaultClass::Overflow,
-                    format!(
-                        "recipient balance {} + deposit {} overflows",
-                        b.balance, tx.amount
-                    ),
+                    format!("recipient balance {} + deposit {} overflows", b.balance, tx.amount),
                 )
             })?;
             store(ov, ti, b, new);
-            ov.push_deposit(DepositEntry {
-                outpoint: op,
-                to: to_key,
-                amount: tx.amount,
-                batch_id: ctx.batch_id,
-            });
+            ov.push_deposit(DepositEntry { outpoint: op, to: to_key, amount: tx.amount, batch_id: ctx.batch_id });
             Ok(())
         }
     }
@@ -343,9 +264,7 @@ pub fn check_deposit_on_l1(
     to_key: &AccountKey,
 ) -> Result<(), ExecError> {
     let bad = |r: String| fault(FaultClass::BadDeposit, r);
-    let tip = facts
-        .tip_height()
-        .map_err(|e| ExecError::L1(e.to_string()))?;
+    let tip = facts.tip_height().map_err(|e| ExecError::L1(e.to_string()))?;
     if tip < ctx.l1_height {
         return Err(ExecError::L1(format!(
             "the L1 source is at height {tip}, behind the batch's L1 height {}",
@@ -355,34 +274,21 @@ pub fn check_deposit_on_l1(
     let f = facts
         .deposit(op)
         .map_err(|e| ExecError::L1(e.to_string()))?
-        .ok_or_else(|| {
-            bad(format!(
-                "outpoint {op} does not exist on L1 or carries no rune"
-            ))
-        })?;
+        .ok_or_else(|| bad(format!("outpoint {op} does not exist on L1 or carries no rune")))?;
     if !f.to_bridge {
         return Err(bad(format!("outpoint {op} does not pay the bridge")));
     }
     if f.recipient != Some(*to_key) {
-        return Err(bad(format!(
-            "outpoint {op} names another L2 recipient than {}",
-            tx.to
-        )));
+        return Err(bad(format!("outpoint {op} names another L2 recipient than {}", tx.to)));
     }
-    let credits = f
-        .rune_amount
-        .checked_mul(ctx.profile.credits_per_rune_unit());
+    let credits = f.rune_amount.checked_mul(ctx.profile.credits_per_rune_unit());
     if credits != Some(tx.amount) {
         return Err(bad(format!(
             "outpoint {op} carries {} rune units, not the {} credits claimed",
             f.rune_amount, tx.amount
         )));
     }
-    let confs = if f.height == 0 || f.height > ctx.l1_height {
-        0
-    } else {
-        ctx.l1_height - f.height + 1
-    };
+    let confs = if f.height == 0 || f.height > ctx.l1_height { 0 } else { ctx.l1_height - f.height + 1 };
     if confs < ctx.profile.confirmations {
         return Err(bad(format!(
             "outpoint {op} has {confs} confirmations at L1 height {}, {} needed",

@@ -111,16 +111,8 @@ pub struct Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.tx_index {
-            Some(i) => write!(
-                f,
-                "{} in batch {} tx {}: {}",
-                self.class, self.batch_id, i, self.reason
-            ),
-            None => write!(
-                f,
-                "{} in batch {}: {}",
-                self.class, self.batch_id, self.reason
-            ),
+            Some(i) => write!(f, "{} in batch {} tx {}: {}", self.class, self.batch_id, i, self.reason),
+            None => write!(f, "{} in batch {}: {}", self.class, self.batch_id, self.reason),
         }
     }
 }
@@ -133,10 +125,7 @@ mod tests {
     fn names_roundtrip() {
         for c in FaultClass::ALL {
             assert_eq!(FaultClass::parse(c.as_str()), Some(c));
-            assert_eq!(
-                serde_json::to_string(&c).unwrap(),
-                format!("\"{}\"", c.as_str())
-            );
+            assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{}\"", c.as_str()));
         }
         assert_eq!(FaultClass::parse("nope"), None);
     }

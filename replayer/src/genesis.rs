@@ -57,11 +57,8 @@ impl Chain {
     /// the profile JSON is its compact serialization in field order (docs/protocol.md).
     pub fn chain_id(&self) -> Hash32 {
         let profile = serde_json::to_vec(&self.profile).unwrap_or_default();
-        let producers: Vec<u8> = self
-            .producers
-            .iter()
-            .flat_map(|p| crate::hash::hex32(p).unwrap_or([0xff; 32]))
-            .collect();
+        let producers: Vec<u8> =
+            self.producers.iter().flat_map(|p| crate::hash::hex32(p).unwrap_or([0xff; 32])).collect();
         sha256_parts(&[
             &[TAG_GENESIS],
             &(profile.len() as u32).to_be_bytes(),
@@ -86,9 +83,7 @@ pub enum GenesisError {
     #[error("genesis JSON is invalid: {0}")]
     Json(#[from] serde_json::Error),
     /// Wrong format tag or version.
-    #[error(
-        "not a genesis file (format {0:?} version {1}, expected {GENESIS_FORMAT:?} version 1)"
-    )]
+    #[error("not a genesis file (format {0:?} version {1}, expected {GENESIS_FORMAT:?} version 1)")]
     Format(String, u32),
     /// Network differs from the profile's.
     #[error("genesis is for {0}, the profile for {1}")]
@@ -146,19 +141,10 @@ impl Genesis {
             .map(|(index, a)| {
                 let key = parse_l2_address(&a.address, profile.network)
                     .map_err(|source| GenesisError::Address { index, source })?;
-                Ok(Account {
-                    key,
-                    balance: a.balance,
-                    nonce: 0,
-                })
+                Ok(Account { key, balance: a.balance, nonce: 0 })
             })
             .collect::<Result<Vec<_>, GenesisError>>()?;
-        let treasury = profile
-            .treasury_key()
-            .map_err(|source| GenesisError::Address {
-                index: usize::MAX,
-                source,
-            })?;
+        let treasury = profile.treasury_key().map_err(|source| GenesisError::Address { index: usize::MAX, source })?;
         if !accounts.iter().any(|a| a.key == treasury) {
             return Err(GenesisError::NoTreasury(profile.treasury.clone()));
         }
@@ -167,11 +153,7 @@ impl Genesis {
         if self.producers.len() > 255 {
             return Err(GenesisError::Producer("more than 255 producers".into()));
         }
-        let chain = Chain {
-            profile: profile.clone(),
-            producers: self.producers.clone(),
-            genesis_state_root: root,
-        };
+        let chain = Chain { profile: profile.clone(), producers: self.producers.clone(), genesis_state_root: root };
         Ok((chain, state))
     }
 }

@@ -16,6 +16,8 @@ pub const TAG_NODE: u8 = 0x01;
 pub const TAG_BATCH: u8 = 0x02;
 /// Domain prefix of a state root: `sha256(0x03 || accounts root || count || ...)`.
 pub const TAG_STATE: u8 = 0x03;
+/// Domain prefix of a batch's data commitment: `sha256(0x05 || batch hash || u32 n || n × (u32 len || tx))`.
+pub const TAG_DATA: u8 = 0x05;
 /// Domain prefix of the genesis hash: `sha256(0x04 || genesis state root)`.
 pub const TAG_GENESIS: u8 = 0x04;
 
@@ -53,14 +55,10 @@ pub mod hexser {
     }
 
     /// Deserialize a fixed-size array from hex, naming the expected length on error.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
         let s = String::deserialize(d)?;
         let v = hex::decode(&s).map_err(|e| D::Error::custom(format!("invalid hex: {e}")))?;
-        v.try_into().map_err(|v: Vec<u8>| {
-            D::Error::custom(format!("expected {N} bytes of hex, got {}", v.len()))
-        })
+        v.try_into().map_err(|v: Vec<u8>| D::Error::custom(format!("expected {N} bytes of hex, got {}", v.len())))
     }
 
     /// Serde for `Vec<u8>` as hex.
@@ -87,19 +85,15 @@ pub mod hexser {
         /// Deserialize from a canonical decimal string (no sign, no leading zeros).
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
             let s = String::deserialize(d)?;
-            super::super::parse_canonical_u64(&s).ok_or_else(|| {
-                D::Error::custom(format!(
-                    "expected a canonical decimal integer string, got {s:?}"
-                ))
-            })
+            super::super::parse_canonical_u64(&s)
+                .ok_or_else(|| D::Error::custom(format!("expected a canonical decimal integer string, got {s:?}")))
         }
     }
 }
 
 /// Parse a canonical decimal u64: digits only, no leading zeros (except "0"), no overflow.
 pub fn parse_canonical_u64(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
-    {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0')) {
         return None;
     }
     s.parse().ok()

@@ -55,10 +55,7 @@ pub struct FileFacts {
 
 impl From<L1FactsFile> for FileFacts {
     fn from(f: L1FactsFile) -> Self {
-        Self {
-            tip: f.tip_height,
-            deposits: f.deposits.into_iter().map(|d| (d.outpoint, d)).collect(),
-        }
+        Self { tip: f.tip_height, deposits: f.deposits.into_iter().map(|d| (d.outpoint, d)).collect() }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod merkle;
 pub mod profile;
 pub mod proof;
 pub mod replay;
+pub mod seal;
 pub mod signature;
 pub mod state;
 pub mod tx;

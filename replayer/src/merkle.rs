@@ -28,9 +28,7 @@ impl rs_merkle::Hasher for KrayHasher {
 
 /// Root of a tree over already-hashed leaves, built with `rs_merkle`.
 pub fn root_of(leaf_hashes: &[Hash32]) -> Hash32 {
-    rs_merkle::MerkleTree::<KrayHasher>::from_leaves(leaf_hashes)
-        .root()
-        .unwrap_or(ZERO_HASH)
+    rs_merkle::MerkleTree::<KrayHasher>::from_leaves(leaf_hashes).root().unwrap_or(ZERO_HASH)
 }
 
 /// Why a Merkle proof does not produce a root.
@@ -92,11 +90,7 @@ impl MultiProof {
     /// The root of a tree of `leaf_count` leaves given these `leaves` (index, hash) and the proof's
     /// sibling nodes. With `leaf_count == self.leaf_count` this verifies inclusion; with a larger count
     /// (and the appended leaves among `leaves`) it computes the root after an append.
-    pub fn root(
-        &self,
-        leaves: &BTreeMap<u64, Hash32>,
-        leaf_count: u64,
-    ) -> Result<Hash32, ProofError> {
+    pub fn root(&self, leaves: &BTreeMap<u64, Hash32>, leaf_count: u64) -> Result<Hash32, ProofError> {
         if leaf_count == 0 {
             return match (leaves.is_empty(), self.nodes.len()) {
                 (true, 0) => Ok(ZERO_HASH),
@@ -106,24 +100,13 @@ impl MultiProof {
         }
         if let Some((&i, _)) = leaves.iter().next_back() {
             if i >= leaf_count {
-                return Err(ProofError::OutOfRange {
-                    index: i,
-                    count: leaf_count,
-                });
+                return Err(ProofError::OutOfRange { index: i, count: leaf_count });
             }
         }
         let mut by_layer: BTreeMap<u8, BTreeMap<u64, Hash32>> = BTreeMap::new();
         for n in &self.nodes {
-            if by_layer
-                .entry(n.layer)
-                .or_default()
-                .insert(n.index, n.hash)
-                .is_some()
-            {
-                return Err(ProofError::Redundant {
-                    layer: n.layer,
-                    index: n.index,
-                });
+            if by_layer.entry(n.layer).or_default().insert(n.index, n.hash).is_some() {
+                return Err(ProofError::Redundant { layer: n.layer, index: n.index });
             }
         }
         let mut known = leaves.clone();
@@ -148,15 +131,9 @@ impl MultiProof {
                 if next.contains_key(&q) {
                     continue;
                 }
-                let left = known.get(&(2 * q)).ok_or(ProofError::MissingNode {
-                    layer,
-                    index: 2 * q,
-                })?;
+                let left = known.get(&(2 * q)).ok_or(ProofError::MissingNode { layer, index: 2 * q })?;
                 let parent = if 2 * q + 1 < len {
-                    let right = known.get(&(2 * q + 1)).ok_or(ProofError::MissingNode {
-                        layer,
-                        index: 2 * q + 1,
-                    })?;
+                    let right = known.get(&(2 * q + 1)).ok_or(ProofError::MissingNode { layer, index: 2 * q + 1 })?;
                     node_hash(left, right)
                 } else {
                     *left
@@ -170,10 +147,7 @@ impl MultiProof {
         if used != self.nodes.len() {
             return Err(ProofError::Unused(self.nodes.len() - used));
         }
-        known
-            .get(&0)
-            .copied()
-            .ok_or(ProofError::MissingNode { layer, index: 0 })
+        known.get(&0).copied().ok_or(ProofError::MissingNode { layer, index: 0 })
     }
 }
 
@@ -185,9 +159,7 @@ pub struct IncrementalTree {
 
 impl Default for IncrementalTree {
     fn default() -> Self {
-        Self {
-            layers: vec![Vec::new()],
-        }
+        Self { layers: vec![Vec::new()] }
     }
 }
 
@@ -197,16 +169,8 @@ impl IncrementalTree {
         let mut layers = vec![leaves];
         while layers.last().is_some_and(|l| l.len() > 1) {
             let prev = &layers[layers.len() - 1];
-            let next: Vec<Hash32> = prev
-                .chunks(2)
-                .map(|c| {
-                    if c.len() == 2 {
-                        node_hash(&c[0], &c[1])
-                    } else {
-                        c[0]
-                    }
-                })
-                .collect();
+            let next: Vec<Hash32> =
+                prev.chunks(2).map(|c| if c.len() == 2 { node_hash(&c[0], &c[1]) } else { c[0] }).collect();
             layers.push(next);
         }
         Self { layers }
@@ -239,10 +203,7 @@ impl IncrementalTree {
     /// Returns `false` (and changes nothing) when a change names an index beyond the tree.
     pub fn update(&mut self, changes: &[(u64, Hash32)], appends: &[Hash32]) -> bool {
         let n0 = self.layers[0].len();
-        if changes
-            .iter()
-            .any(|(i, _)| usize::try_from(*i).map_or(true, |i| i >= n0))
-        {
+        if changes.iter().any(|(i, _)| usize::try_from(*i).map_or(true, |i| i >= n0)) {
             return false;
         }
         let mut dirty: Vec<usize> = Vec::with_capacity(changes.len() + appends.len());
@@ -260,9 +221,7 @@ impl IncrementalTree {
 
     /// Drop every leaf from index `n` on (used to undo appends).
     pub fn truncate(&mut self, n: u64) {
-        let n = usize::try_from(n)
-            .unwrap_or(usize::MAX)
-            .min(self.layers[0].len());
+        let n = usize::try_from(n).unwrap_or(usize::MAX).min(self.layers[0].len());
         self.layers[0].truncate(n);
         self.rehash(n.checked_sub(1).into_iter().collect());
     }
@@ -283,11 +242,7 @@ impl IncrementalTree {
             let (lower, upper) = self.layers.split_at_mut(layer + 1);
             let cur = &lower[layer];
             for &q in &parents {
-                upper[0][q] = if 2 * q + 1 < len {
-                    node_hash(&cur[2 * q], &cur[2 * q + 1])
-                } else {
-                    cur[2 * q]
-                };
+                upper[0][q] = if 2 * q + 1 < len { node_hash(&cur[2 * q], &cur[2 * q + 1]) } else { cur[2 * q] };
             }
             dirty = parents;
             layer += 1;
@@ -297,11 +252,7 @@ impl IncrementalTree {
 
     /// A multi-proof for the given leaf indices (ascending, in range).
     pub fn prove(&self, indices: &[u64]) -> MultiProof {
-        let mut known: Vec<u64> = indices
-            .iter()
-            .copied()
-            .filter(|i| *i < self.len())
-            .collect();
+        let mut known: Vec<u64> = indices.iter().copied().filter(|i| *i < self.len()).collect();
         known.sort_unstable();
         known.dedup();
         let mut nodes = Vec::new();
@@ -314,11 +265,7 @@ impl IncrementalTree {
             for &k in &known {
                 let s = k ^ 1;
                 if s < len && !set.contains(&s) {
-                    nodes.push(ProofNode {
-                        layer: layer as u8,
-                        index: s,
-                        hash: cur[s as usize],
-                    });
+                    nodes.push(ProofNode { layer: layer as u8, index: s, hash: cur[s as usize] });
                 }
             }
             known = known.iter().map(|k| k / 2).collect();
@@ -326,10 +273,7 @@ impl IncrementalTree {
         }
         nodes.sort_by_key(|n| (n.layer, n.index));
         nodes.dedup_by_key(|n| (n.layer, n.index));
-        MultiProof {
-            leaf_count: self.len(),
-            nodes,
-        }
+        MultiProof { leaf_count: self.len(), nodes }
     }
 
     /// Approximate heap bytes held by the layers (for memory benchmarks).
@@ -345,20 +289,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize, salt: u8) -> Vec<Hash32> {
-        (0..n)
-            .map(|i| leaf_hash(&[salt, (i % 256) as u8, (i / 256) as u8]))
-            .collect()
+        (0..n).map(|i| leaf_hash(&[salt, (i % 256) as u8, (i / 256) as u8])).collect()
     }
 
     #[test]
     fn small_trees_match_rs_merkle() {
         for n in 0..40 {
             let l = leaves(n, 0);
-            assert_eq!(
-                IncrementalTree::from_leaves(l.clone()).root(),
-                root_of(&l),
-                "n={n}"
-            );
+            assert_eq!(IncrementalTree::from_leaves(l.clone()).root(), root_of(&l), "n={n}");
         }
     }
 
@@ -376,11 +314,7 @@ mod tests {
         p2.nodes.pop();
         assert!(p2.root(&known, 13).is_err());
         let mut p3 = p.clone();
-        p3.nodes.push(ProofNode {
-            layer: 9,
-            index: 0,
-            hash: [0; 32],
-        });
+        p3.nodes.push(ProofNode { layer: 9, index: 0, hash: [0; 32] });
         assert!(p3.root(&known, 13).is_err());
     }
 

@@ -140,10 +140,7 @@ impl Profile {
             "mainnet" => (MAINNET.to_string(), "mainnet".to_string()),
             "regtest" => (REGTEST.to_string(), "regtest".to_string()),
             p if p.ends_with(".toml") || std::path::Path::new(p).exists() => (
-                std::fs::read_to_string(p).map_err(|source| ProfileError::Io {
-                    path: p.to_string(),
-                    source,
-                })?,
+                std::fs::read_to_string(p).map_err(|source| ProfileError::Io { path: p.to_string(), source })?,
                 p.to_string(),
             ),
             other => return Err(ProfileError::Unknown(other.to_string())),
@@ -153,20 +150,15 @@ impl Profile {
 
     /// Parse and validate TOML text.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let p: Profile = toml::from_str(text).map_err(|e| ProfileError::Parse {
-            path: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let p: Profile = toml::from_str(text)
+            .map_err(|e| ProfileError::Parse { path: origin.to_string(), message: e.to_string() })?;
         p.validate()?;
         Ok(p)
     }
 
     /// Check values are in range and consistent.
     pub fn validate(&self) -> Result<(), ProfileError> {
-        let bad = |m: String| ProfileError::Invalid {
-            name: self.name.clone(),
-            message: m,
-        };
+        let bad = |m: String| ProfileError::Invalid { name: self.name.clone(), message: m };
         if self.rune_divisibility > self.decimals {
             return Err(bad(format!(
                 "rune_divisibility {} exceeds decimals {}",
@@ -176,26 +168,18 @@ impl Profile {
         if self.decimals > 18 {
             return Err(bad(format!("decimals {} is above 18", self.decimals)));
         }
-        self.treasury_key()
-            .map_err(|e| bad(format!("treasury: {e}")))?;
+        self.treasury_key().map_err(|e| bad(format!("treasury: {e}")))?;
         if self.max_batch_txs == 0 {
             return Err(bad("max_batch_txs must be at least 1".into()));
         }
         if let Some(b) = &self.bridge {
             if b.pubkeys.len() != 3 {
-                return Err(bad(format!(
-                    "bridge needs 3 pubkeys, got {}",
-                    b.pubkeys.len()
-                )));
+                return Err(bad(format!("bridge needs 3 pubkeys, got {}", b.pubkeys.len())));
             }
             for k in &b.pubkeys {
-                let ok = hex::decode(k)
-                    .ok()
-                    .and_then(|v| bitcoin::secp256k1::PublicKey::from_slice(&v).ok());
+                let ok = hex::decode(k).ok().and_then(|v| bitcoin::secp256k1::PublicKey::from_slice(&v).ok());
                 if ok.is_none() {
-                    return Err(bad(format!(
-                        "bridge pubkey {k:?} is not a compressed secp256k1 key"
-                    )));
+                    return Err(bad(format!("bridge pubkey {k:?} is not a compressed secp256k1 key")));
                 }
             }
         }
@@ -209,9 +193,7 @@ impl Profile {
 
     /// Credits per smallest rune unit on L1: `10^(decimals - rune_divisibility)`.
     pub fn credits_per_rune_unit(&self) -> u64 {
-        10u64.pow(u32::from(
-            self.decimals.saturating_sub(self.rune_divisibility),
-        ))
+        10u64.pow(u32::from(self.decimals.saturating_sub(self.rune_divisibility)))
     }
 }
 
@@ -233,27 +215,12 @@ mod tests {
 
     #[test]
     fn bad_profiles_are_named() {
-        assert!(matches!(
-            Profile::load("nosuch"),
-            Err(ProfileError::Unknown(_))
-        ));
+        assert!(matches!(Profile::load("nosuch"), Err(ProfileError::Unknown(_))));
         let mut text = MAINNET.replace("confirmations = 6", "confirmations = -1");
-        assert!(matches!(
-            Profile::from_toml(&text, "x"),
-            Err(ProfileError::Parse { .. })
-        ));
+        assert!(matches!(Profile::from_toml(&text, "x"), Err(ProfileError::Parse { .. })));
         text = MAINNET.replace("decimals = 3", "decimals = 3\nbogus = 1");
-        assert!(Profile::from_toml(&text, "x")
-            .unwrap_err()
-            .to_string()
-            .contains("bogus"));
-        text = MAINNET.replace(
-            "bc1p5u00mjuxy0c040t9jdvcjxmzjsy2yluzukdzkta0fnu0hc5m29aqhk3nhv",
-            "treasury",
-        );
-        assert!(Profile::from_toml(&text, "x")
-            .unwrap_err()
-            .to_string()
-            .contains("treasury"));
+        assert!(Profile::from_toml(&text, "x").unwrap_err().to_string().contains("bogus"));
+        text = MAINNET.replace("bc1p5u00mjuxy0c040t9jdvcjxmzjsy2yluzukdzkta0fnu0hc5m29aqhk3nhv", "treasury");
+        assert!(Profile::from_toml(&text, "x").unwrap_err().to_string().contains("treasury"));
     }
 }

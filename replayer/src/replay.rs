@@ -35,42 +35,24 @@ pub struct PreparedTx {
 pub type TxCheckFault = (FaultClass, String);
 
 /// Decode, statically validate, check gas and authenticate every tx (signatures in parallel).
-pub fn prepare_txs(
-    txs: &[Vec<u8>],
-    profile: &Profile,
-    keys: &mut KeyCache,
-) -> Vec<Result<PreparedTx, TxCheckFault>> {
+pub fn prepare_txs(txs: &[Vec<u8>], profile: &Profile, keys: &mut KeyCache) -> Vec<Result<PreparedTx, TxCheckFault>> {
     let decoded: Vec<Result<PreparedTx, TxCheckFault>> = txs
         .par_iter()
         .map(|bytes| {
-            let tx = Tx::decode(bytes)
-                .map_err(|e| (FaultClass::MalformedTx, TxFormatError::from(e).to_string()))?;
-            let checked = tx
-                .check(profile)
-                .map_err(|e| (FaultClass::MalformedTx, e.to_string()))?;
+            let tx = Tx::decode(bytes).map_err(|e| (FaultClass::MalformedTx, TxFormatError::from(e).to_string()))?;
+            let checked = tx.check(profile).map_err(|e| (FaultClass::MalformedTx, e.to_string()))?;
             let want = expected_gas(checked.kind, profile);
             if tx.gas_fee != want {
                 return Err((
                     FaultClass::WrongGas,
-                    format!(
-                        "declares gas {} but the profile's gas is {want}",
-                        tx.gas_fee
-                    ),
+                    format!("declares gas {} but the profile's gas is {want}", tx.gas_fee),
                 ));
             }
-            Ok(PreparedTx {
-                id: tx_id(bytes),
-                tx,
-                checked,
-            })
+            Ok(PreparedTx { id: tx_id(bytes), tx, checked })
         })
         .collect();
     keys.resolve(
-        decoded
-            .iter()
-            .filter_map(|p| p.as_ref().ok())
-            .filter(|p| p.checked.from_key.is_some())
-            .map(|p| &p.tx.pubkey),
+        decoded.iter().filter_map(|p| p.as_ref().ok()).filter(|p| p.checked.from_key.is_some()).map(|p| &p.tx.pubkey),
     );
     let keys = &*keys;
     decoded
@@ -83,20 +65,13 @@ pub fn prepare_txs(
             let Some((pk, derived)) = keys.get(&p.tx.pubkey) else {
                 return Err((
                     FaultClass::InvalidSignature,
-                    format!(
-                        "pubkey {} is not a valid x-only key",
-                        hex::encode(p.tx.pubkey)
-                    ),
+                    format!("pubkey {} is not a valid x-only key", hex::encode(p.tx.pubkey)),
                 ));
             };
             if derived != from_key {
                 return Err((
                     FaultClass::PubkeyAddressMismatch,
-                    format!(
-                        "from {} is not the Taproot address of pubkey {}",
-                        p.tx.from,
-                        hex::encode(p.tx.pubkey)
-                    ),
+                    format!("from {} is not the Taproot address of pubkey {}", p.tx.from, hex::encode(p.tx.pubkey)),
                 ));
             }
             if !verify(&pk, &p.tx.signing_hash(), &p.tx.signature) {
@@ -118,10 +93,7 @@ pub fn execute_all<L: ReadLedger>(
 ) -> Result<(), (usize, ExecError)> {
     for (i, p) in prepared.iter().enumerate() {
         let r = match p {
-            Err((class, reason)) => Err(ExecError::Fault {
-                class: *class,
-                reason: reason.clone(),
-            }),
+            Err((class, reason)) => Err(ExecError::Fault { class: *class, reason: reason.clone() }),
             Ok(p) => execute(ov, ctx, &p.tx, &p.checked, &p.id),
         };
         r.map_err(|e| (i, e))?;
@@ -157,7 +129,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ReplayError {
     /// Not signed by a producer of this chain for this chain id: not a batch of this chain.
-    #[error("batch {batch_id} is not a batch of this chain (chain id, producer key or signature)")]
+    #[error("batch {batch_id} is not a batch of this chain (chain id, producer key, header or data signature)")]
     NotSigned {
         /// Batch id.
         batch_id: u64,
@@ -211,24 +183,9 @@ pub struct Replayer {
 impl Replayer {
     /// Start from a genesis state.
     pub fn new(chain: Chain, state: State) -> Result<Self, ReplayError> {
-        let treasury = chain
-            .profile
-            .treasury_key()
-            .map_err(|e| ReplayError::Internal(e.to_string()))?;
-        let tip = Tip {
-            batch_id: 0,
-            batch_hash: chain.chain_id(),
-            state_root: state.state_root(),
-        };
-        Ok(Self {
-            chain,
-            treasury,
-            state,
-            tip,
-            headers: HashMap::new(),
-            keys: KeyCache::default(),
-            faulty: None,
-        })
+        let treasury = chain.profile.treasury_key().map_err(|e| ReplayError::Internal(e.to_string()))?;
+        let tip = Tip { batch_id: 0, batch_hash: chain.chain_id(), state_root: state.state_root() };
+        Ok(Self { chain, treasury, state, tip, headers: HashMap::new(), keys: KeyCache::default(), faulty: None })
     }
 
     /// The chain identity.
@@ -243,17 +200,23 @@ impl Replayer {
     pub fn tip(&self) -> Tip {
         self.tip
     }
+    /// Build the fraud proof of a fault that [`Replayer::replay`] just returned for `batch`.
+    pub fn build_proof(
+        &self,
+        batch: &Batch,
+        fault: &Fault,
+    ) -> Result<crate::proof::FraudProof, crate::proof::ProofBuildError> {
+        let previous = self.headers.get(&self.tip.batch_id).filter(|_| self.tip.batch_id > 0);
+        let other = self.headers.get(&batch.signed.header.batch_id).filter(|o| o.header != batch.signed.header);
+        crate::proof::build_proof(&self.chain, &self.state, previous, other, batch, fault)
+    }
+
     /// A header seen for `batch_id`.
     pub fn header(&self, batch_id: u64) -> Option<&SignedHeader> {
         self.headers.get(&batch_id)
     }
 
-    fn ctx<'a>(
-        &'a self,
-        batch: &Batch,
-        semantics: Semantics,
-        deposits: DepositCheck<'a>,
-    ) -> ExecContext<'a> {
+    fn ctx<'a>(&'a self, batch: &Batch, semantics: Semantics, deposits: DepositCheck<'a>) -> ExecContext<'a> {
         ExecContext {
             profile: &self.chain.profile,
             treasury: self.treasury,
@@ -267,56 +230,33 @@ impl Replayer {
     /// Judge the header alone against the tip: chain link, tx count and root, gas total.
     pub fn check_header(&self, batch: &Batch) -> Option<Fault> {
         let h = &batch.signed.header;
-        let f = |class, reason: String| {
-            Some(Fault {
-                class,
-                batch_id: h.batch_id,
-                tx_index: None,
-                reason,
-            })
-        };
+        let f = |class, reason: String| Some(Fault { class, batch_id: h.batch_id, tx_index: None, reason });
         if h.batch_id != self.tip.batch_id + 1 {
             return f(
                 FaultClass::BrokenChain,
-                format!(
-                    "batch id {} does not follow {}",
-                    h.batch_id, self.tip.batch_id
-                ),
+                format!("batch id {} does not follow {}", h.batch_id, self.tip.batch_id),
             );
         }
         if h.prev_batch_hash != self.tip.batch_hash {
             return f(
                 FaultClass::BrokenChain,
-                format!(
-                    "prev_batch_hash is not the hash of batch {}",
-                    self.tip.batch_id
-                ),
+                format!("prev_batch_hash is not the hash of batch {}", self.tip.batch_id),
             );
         }
         if h.prev_state_root != self.tip.state_root {
             return f(
                 FaultClass::BrokenChain,
-                format!(
-                    "prev_state_root is not the state root after batch {}",
-                    self.tip.batch_id
-                ),
+                format!("prev_state_root is not the state root after batch {}", self.tip.batch_id),
             );
         }
         if h.tx_count as usize != batch.txs.len() {
             return f(
                 FaultClass::WrongTxRoot,
-                format!(
-                    "header declares {} txs, the batch has {}",
-                    h.tx_count,
-                    batch.txs.len()
-                ),
+                format!("header declares {} txs, the batch has {}", h.tx_count, batch.txs.len()),
             );
         }
         if h.tx_root != batch.compute_tx_root() {
-            return f(
-                FaultClass::WrongTxRoot,
-                "tx_root is not the Merkle root of the batch's txs".into(),
-            );
+            return f(FaultClass::WrongTxRoot, "tx_root is not the Merkle root of the batch's txs".into());
         }
         let total = batch
             .txs
@@ -326,10 +266,7 @@ impl Replayer {
         if total != Some(h.total_gas) {
             return f(
                 FaultClass::WrongGas,
-                format!(
-                    "total_gas {} is not the sum of the txs' gas ({total:?})",
-                    h.total_gas
-                ),
+                format!("total_gas {} is not the sum of the txs' gas ({total:?})", h.total_gas),
             );
         }
         None
@@ -342,6 +279,7 @@ impl Replayer {
         if h.chain_id != self.chain.chain_id()
             || !self.chain.is_producer(&h.producer)
             || !batch.signed.signature_valid()
+            || !batch.data_signature_valid()
         {
             return Err(ReplayError::NotSigned { batch_id: id });
         }
@@ -357,16 +295,10 @@ impl Replayer {
             }));
         }
         if let Some(faulty) = self.faulty {
-            return Err(ReplayError::AfterFault {
-                batch_id: id,
-                faulty,
-            });
+            return Err(ReplayError::AfterFault { batch_id: id, faulty });
         }
         if id > self.tip.batch_id + 1 && h.prev_batch_hash != self.tip.batch_hash {
-            return Err(ReplayError::Gap {
-                batch_id: id,
-                have: self.tip.batch_id,
-            });
+            return Err(ReplayError::Gap { batch_id: id, have: self.tip.batch_id });
         }
         let verdict = self.judge(batch, facts)?;
         if !matches!(verdict, Verdict::CannotVerify { .. }) {
@@ -384,53 +316,24 @@ impl Replayer {
         }
         let h = batch.signed.header.clone();
         let prepared = prepare_txs(&batch.txs, &self.chain.profile, &mut self.keys);
-        let changes = match self.run(
-            batch,
-            &prepared,
-            Semantics::Reference,
-            DepositCheck::Facts(facts),
-        ) {
+        let changes = match self.run(batch, &prepared, Semantics::Reference, DepositCheck::Facts(facts)) {
             Ok(c) => c,
             Err((i, ExecError::Fault { class, reason })) => {
-                return Ok(Verdict::Fault(Fault {
-                    class,
-                    batch_id: h.batch_id,
-                    tx_index: Some(i as u32),
-                    reason,
-                }))
+                return Ok(Verdict::Fault(Fault { class, batch_id: h.batch_id, tx_index: Some(i as u32), reason }))
             }
-            Err((_, ExecError::L1(reason))) => {
-                return Ok(Verdict::CannotVerify {
-                    batch_id: h.batch_id,
-                    reason,
-                })
-            }
+            Err((_, ExecError::L1(reason))) => return Ok(Verdict::CannotVerify { batch_id: h.batch_id, reason }),
             Err((i, e)) => return Err(ReplayError::Internal(format!("tx {i}: {e}"))),
         };
         let undo = self.state.apply(changes);
         let root = self.state.state_root();
         if root == h.new_state_root {
-            self.tip = Tip {
-                batch_id: h.batch_id,
-                batch_hash: h.hash(),
-                state_root: root,
-            };
-            return Ok(Verdict::Valid {
-                batch_id: h.batch_id,
-                state_root: hex::encode(root),
-                tx_count: h.tx_count,
-            });
+            self.tip = Tip { batch_id: h.batch_id, batch_hash: h.hash(), state_root: root };
+            return Ok(Verdict::Valid { batch_id: h.batch_id, state_root: hex::encode(root), tx_count: h.tx_count });
         }
         self.state.revert(undo);
         let (class, why) = match self.diagnose(batch, &prepared) {
-            Some(class) => (
-                class,
-                format!("the claimed root is what the {class} bug produces"),
-            ),
-            None => (
-                FaultClass::WrongStateRoot,
-                "no known bug reproduces it".to_string(),
-            ),
+            Some(class) => (class, format!("the claimed root is what the {class} bug produces")),
+            None => (FaultClass::WrongStateRoot, "no known bug reproduces it".to_string()),
         };
         Ok(Verdict::Fault(Fault {
             class,
@@ -458,11 +361,7 @@ impl Replayer {
     }
 
     /// Which known bug reproduces the header's claimed root, if any.
-    fn diagnose(
-        &mut self,
-        batch: &Batch,
-        prepared: &[Result<PreparedTx, TxCheckFault>],
-    ) -> Option<FaultClass> {
+    fn diagnose(&mut self, batch: &Batch, prepared: &[Result<PreparedTx, TxCheckFault>]) -> Option<FaultClass> {
         for (sem, class) in Semantics::DIAGNOSES {
             let Ok(changes) = self.run(batch, prepared, sem, DepositCheck::Skip) else {
                 continue;

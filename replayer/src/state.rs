@@ -81,9 +81,7 @@ impl Leaf for WithdrawalEntry {
         w.raw(&self.tx_id).u64(self.batch_id).raw(&self.from.0);
         // Addresses are at most 90 characters; a longer string cannot pass static validation.
         let addr = self.l1_address.as_bytes();
-        w.u8(addr.len().min(255) as u8)
-            .raw(&addr[..addr.len().min(255)])
-            .u64(self.amount);
+        w.u8(addr.len().min(255) as u8).raw(&addr[..addr.len().min(255)]).u64(self.amount);
         w.finish()
     }
 }
@@ -91,11 +89,7 @@ impl Leaf for WithdrawalEntry {
 impl Leaf for DepositEntry {
     fn leaf_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(84);
-        w.raw(&self.outpoint.txid)
-            .u32(self.outpoint.vout)
-            .raw(&self.to.0)
-            .u64(self.amount)
-            .u64(self.batch_id);
+        w.raw(&self.outpoint.txid).u32(self.outpoint.vout).raw(&self.to.0).u64(self.amount).u64(self.batch_id);
         w.finish()
     }
 }
@@ -212,12 +206,7 @@ impl State {
             }
         }
         let leaves = accounts.iter().map(Leaf::leaf_hash).collect();
-        Ok(Self {
-            account_tree: IncrementalTree::from_leaves(leaves),
-            accounts,
-            index,
-            ..Default::default()
-        })
+        Ok(Self { account_tree: IncrementalTree::from_leaves(leaves), accounts, index, ..Default::default() })
     }
 
     /// Sizes and roots.
@@ -251,11 +240,7 @@ impl State {
 
     /// The account trees (for proofs).
     pub fn trees(&self) -> (&IncrementalTree, &IncrementalTree, &IncrementalTree) {
-        (
-            &self.account_tree,
-            &self.withdrawal_tree,
-            &self.deposit_tree,
-        )
+        (&self.account_tree, &self.withdrawal_tree, &self.deposit_tree)
     }
 
     /// Apply the changes an [`Overlay`] collected; returns what [`State::revert`] needs to undo them.
@@ -267,11 +252,7 @@ impl State {
                 .filter(|i| **i < self.accounts.len() as u64)
                 .map(|i| (*i, self.accounts[*i as usize]))
                 .collect(),
-            counts: (
-                self.accounts.len() as u64,
-                self.withdrawals.len() as u64,
-                self.deposits.len() as u64,
-            ),
+            counts: (self.accounts.len() as u64, self.withdrawals.len() as u64, self.deposits.len() as u64),
         };
         let mut updates = Vec::with_capacity(changes.accounts.len());
         let mut appends = Vec::new();
@@ -293,8 +274,7 @@ impl State {
         self.withdrawal_tree.update(&[], &wl);
         let dl: Vec<Hash32> = changes.deposits.iter().map(Leaf::leaf_hash).collect();
         for d in changes.deposits {
-            self.deposit_index
-                .insert(d.outpoint, self.deposits.len() as u32);
+            self.deposit_index.insert(d.outpoint, self.deposits.len() as u32);
             self.deposits.push(d);
         }
         self.deposit_tree.update(&[], &dl);
@@ -343,10 +323,7 @@ impl ReadLedger for State {
         self.accounts
             .get(usize::try_from(index).unwrap_or(usize::MAX))
             .copied()
-            .ok_or(StateError::NoSuchAccount {
-                index,
-                count: self.accounts.len() as u64,
-            })
+            .ok_or(StateError::NoSuchAccount { index, count: self.accounts.len() as u64 })
     }
     fn find_account(&self, key: &AccountKey) -> Option<u64> {
         self.index.get(key).map(|i| u64::from(*i))
@@ -380,11 +357,28 @@ pub struct Changes {
     pub deposits: Vec<DepositEntry>,
 }
 
+/// One write recorded for rollback.
+#[derive(Debug)]
+enum Logged {
+    Set(u64, Option<Account>),
+    NewKey(AccountKey),
+    NewDeposit(OutPointRef),
+}
+
+/// A point an [`Overlay`] can roll back to.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint {
+    log: usize,
+    withdrawals: usize,
+    deposits: usize,
+}
+
 /// Copy-on-write view of a ledger during execution; records which base entries were read so a
 /// fraud proof can carry exactly those.
 pub struct Overlay<'a, L: ReadLedger> {
     base: &'a L,
     changes: Changes,
+    log: Vec<Logged>,
     new_keys: HashMap<AccountKey, u64>,
     new_deposits: HashMap<OutPointRef, u64>,
     /// Base account indices read.
@@ -399,6 +393,7 @@ impl<'a, L: ReadLedger> Overlay<'a, L> {
         Self {
             base,
             changes: Changes::default(),
+            log: Vec::new(),
             new_keys: HashMap::new(),
             new_deposits: HashMap::new(),
             touched_accounts: BTreeSet::new(),
@@ -428,14 +423,46 @@ impl<'a, L: ReadLedger> Overlay<'a, L> {
     }
     /// Write an existing account.
     pub fn set_account(&mut self, index: u64, a: Account) {
-        self.changes.accounts.insert(index, a);
+        let prev = self.changes.accounts.insert(index, a);
+        self.log.push(Logged::Set(index, prev));
     }
     /// Append a new account; returns its index.
     pub fn push_account(&mut self, a: Account) -> u64 {
         let i = self.account_count();
         self.new_keys.insert(a.key, i);
-        self.changes.accounts.insert(i, a);
+        self.log.push(Logged::NewKey(a.key));
+        self.set_account(i, a);
         i
+    }
+    /// A point to roll back to.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            log: self.log.len(),
+            withdrawals: self.changes.withdrawals.len(),
+            deposits: self.changes.deposits.len(),
+        }
+    }
+    /// Undo every write since `cp` (a sequencer rejecting a tx that failed midway).
+    pub fn rollback(&mut self, cp: Checkpoint) {
+        while self.log.len() > cp.log {
+            match self.log.pop() {
+                Some(Logged::Set(i, Some(prev))) => {
+                    self.changes.accounts.insert(i, prev);
+                }
+                Some(Logged::Set(i, None)) => {
+                    self.changes.accounts.remove(&i);
+                }
+                Some(Logged::NewKey(k)) => {
+                    self.new_keys.remove(&k);
+                }
+                Some(Logged::NewDeposit(op)) => {
+                    self.new_deposits.remove(&op);
+                }
+                None => break,
+            }
+        }
+        self.changes.withdrawals.truncate(cp.withdrawals);
+        self.changes.deposits.truncate(cp.deposits);
     }
     /// Queue a withdrawal.
     pub fn push_withdrawal(&mut self, w: WithdrawalEntry) {
@@ -454,6 +481,7 @@ impl<'a, L: ReadLedger> Overlay<'a, L> {
     pub fn push_deposit(&mut self, d: DepositEntry) {
         let i = self.base.deposit_count() + self.changes.deposits.len() as u64;
         self.new_deposits.insert(d.outpoint, i);
+        self.log.push(Logged::NewDeposit(d.outpoint));
         self.changes.deposits.push(d);
     }
     /// The collected writes.
@@ -471,11 +499,7 @@ mod tests {
     use super::*;
 
     fn acct(i: u8, bal: u64) -> Account {
-        Account {
-            key: AccountKey([i; 32]),
-            balance: bal,
-            nonce: 0,
-        }
+        Account { key: AccountKey([i; 32]), balance: bal, nonce: 0 }
     }
 
     #[test]
@@ -488,10 +512,7 @@ mod tests {
         o.set_account(3, a);
         o.push_account(acct(50, 7));
         o.push_deposit(DepositEntry {
-            outpoint: OutPointRef {
-                txid: [9; 32],
-                vout: 1,
-            },
+            outpoint: OutPointRef { txid: [9; 32], vout: 1 },
             to: AccountKey([50; 32]),
             amount: 7,
             batch_id: 1,
@@ -500,12 +521,7 @@ mod tests {
         let undo = s.apply(ch);
         assert_ne!(s.state_root(), before);
         assert_eq!(s.find_account(&AccountKey([50; 32])), Some(10));
-        assert!(s
-            .find_deposit(&OutPointRef {
-                txid: [9; 32],
-                vout: 1
-            })
-            .is_some());
+        assert!(s.find_deposit(&OutPointRef { txid: [9; 32], vout: 1 }).is_some());
         s.revert(undo);
         assert_eq!(s.state_root(), before);
         assert_eq!(s.find_account(&AccountKey([50; 32])), None);

@@ -106,10 +106,7 @@ impl OutPointRef {
             return None;
         }
         let vout = u32::try_from(crate::hash::parse_canonical_u64(v)?).ok()?;
-        Some(Self {
-            txid: crate::hash::hex32(t)?,
-            vout,
-        })
+        Some(Self { txid: crate::hash::hex32(t)?, vout })
     }
 }
 
@@ -126,9 +123,7 @@ pub enum TxFormatError {
     #[error("tx bytes do not decode: {0}")]
     Decode(#[from] DecodeError),
     /// A type this protocol version does not execute.
-    #[error(
-        "unsupported tx type {0:?} (this protocol version executes transfer, withdrawal, deposit)"
-    )]
+    #[error("unsupported tx type {0:?} (this protocol version executes transfer, withdrawal, deposit)")]
     Unsupported(String),
     /// A field is invalid for its type.
     #[error("{0}")]
@@ -151,10 +146,7 @@ pub struct CheckedTx {
 impl Tx {
     /// The exact message users sign: `from:to:amount:nonce:tx_type`.
     pub fn signing_message(&self) -> String {
-        format!(
-            "{}:{}:{}:{}:{}",
-            self.from, self.to, self.amount, self.nonce, self.tx_type
-        )
+        format!("{}:{}:{}:{}:{}", self.from, self.to, self.amount, self.nonce, self.tx_type)
     }
 
     /// `sha256(utf8(signing_message))`, the 32 bytes the BIP-340 signature signs.
@@ -177,10 +169,7 @@ impl Tx {
             };
         }
         w.raw(&self.pubkey).raw(&self.signature);
-        for (field, v, max) in [
-            ("memo", &self.memo, MAX_MEMO),
-            ("data", &self.data, MAX_DATA),
-        ] {
+        for (field, v, max) in [("memo", &self.memo, MAX_MEMO), ("data", &self.data, MAX_DATA)] {
             match v {
                 Some(s) => {
                     w.u8(1).bytes16(field, s.as_bytes(), max)?;
@@ -198,40 +187,25 @@ impl Tx {
         let mut r = Reader::new(bytes);
         let v = r.u8("version")?;
         if v != TX_VERSION {
-            return Err(DecodeError {
-                offset: 0,
-                what: format!("tx version {v}, expected {TX_VERSION}"),
-            });
+            return Err(DecodeError { offset: 0, what: format!("tx version {v}, expected {TX_VERSION}") });
         }
         let tx_type = r.str8("tx_type")?;
         if tx_type.is_empty() || !tx_type.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-            return Err(r.error(format!(
-                "tx_type {tx_type:?} is not lowercase ASCII letters and '_'"
-            )));
+            return Err(r.error(format!("tx_type {tx_type:?} is not lowercase ASCII letters and '_'")));
         }
         let from = r.str8("from")?;
         let to = r.str8("to")?;
         let amount = r.u64("amount")?;
         let nonce = r.u64("nonce")?;
         let gas_fee = r.u64("gas_fee")?;
-        let from_index = if r.flag("from_index")? {
-            Some(r.u64("from_index")?)
-        } else {
-            None
-        };
-        let to_index = if r.flag("to_index")? {
-            Some(r.u64("to_index")?)
-        } else {
-            None
-        };
+        let from_index = if r.flag("from_index")? { Some(r.u64("from_index")?) } else { None };
+        let to_index = if r.flag("to_index")? { Some(r.u64("to_index")?) } else { None };
         let pubkey = r.array::<32>("pubkey")?;
         let signature = r.array::<64>("signature")?;
         let mut opt = |field: &str, max| -> Result<Option<String>, DecodeError> {
             if r.flag(field)? {
                 let b = r.bytes16(field, max)?;
-                String::from_utf8(b)
-                    .map(Some)
-                    .map_err(|_| r.error(format!("{field} is not UTF-8")))
+                String::from_utf8(b).map(Some).map_err(|_| r.error(format!("{field} is not UTF-8")))
             } else {
                 Ok(None)
             }
@@ -239,27 +213,13 @@ impl Tx {
         let memo = opt("memo", MAX_MEMO)?;
         let data = opt("data", MAX_DATA)?;
         r.end()?;
-        Ok(Tx {
-            tx_type,
-            from,
-            to,
-            amount,
-            nonce,
-            gas_fee,
-            from_index,
-            to_index,
-            pubkey,
-            signature,
-            memo,
-            data,
-        })
+        Ok(Tx { tx_type, from, to, amount, nonce, gas_fee, from_index, to_index, pubkey, signature, memo, data })
     }
 
     /// Static validation against a profile: type supported, addresses canonical on the network,
     /// amounts positive and in whole rune units where L1 is involved, fields present as the type needs.
     pub fn check(&self, profile: &Profile) -> Result<CheckedTx, TxFormatError> {
-        let kind = TxKind::parse(&self.tx_type)
-            .ok_or_else(|| TxFormatError::Unsupported(self.tx_type.clone()))?;
+        let kind = TxKind::parse(&self.tx_type).ok_or_else(|| TxFormatError::Unsupported(self.tx_type.clone()))?;
         let inv = |m: String| TxFormatError::Invalid(m);
         if self.amount == 0 {
             return Err(inv("amount is 0".into()));
@@ -268,25 +228,16 @@ impl Tx {
         let unit = profile.credits_per_rune_unit();
         match kind {
             TxKind::Transfer => {
-                let from_key =
-                    parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
-                let to_key =
-                    parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
+                let from_key = parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
+                let to_key = parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
                 if self.from_index.is_none() || self.to_index.is_none() {
                     return Err(inv("transfer needs from_index and to_index".into()));
                 }
-                Ok(CheckedTx {
-                    kind,
-                    from_key: Some(from_key),
-                    to_key: Some(to_key),
-                    outpoint: None,
-                })
+                Ok(CheckedTx { kind, from_key: Some(from_key), to_key: Some(to_key), outpoint: None })
             }
             TxKind::Withdrawal => {
-                let from_key =
-                    parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
-                parse_l1_address(&self.to, net)
-                    .map_err(|e| inv(format!("withdrawal destination: {e}")))?;
+                let from_key = parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
+                parse_l1_address(&self.to, net).map_err(|e| inv(format!("withdrawal destination: {e}")))?;
                 if self.amount % unit != 0 {
                     return Err(inv(format!(
                         "withdrawal amount {} is not a whole number of rune units ({unit} credits)",
@@ -296,22 +247,13 @@ impl Tx {
                 if self.from_index.is_none() || self.to_index.is_some() {
                     return Err(inv("withdrawal needs from_index and no to_index".into()));
                 }
-                Ok(CheckedTx {
-                    kind,
-                    from_key: Some(from_key),
-                    to_key: None,
-                    outpoint: None,
-                })
+                Ok(CheckedTx { kind, from_key: Some(from_key), to_key: None, outpoint: None })
             }
             TxKind::Deposit => {
                 let outpoint = OutPointRef::parse(&self.from).ok_or_else(|| {
-                    inv(format!(
-                        "deposit from {:?} is not a canonical txid:vout outpoint",
-                        self.from
-                    ))
+                    inv(format!("deposit from {:?} is not a canonical txid:vout outpoint", self.from))
                 })?;
-                let to_key =
-                    parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
+                let to_key = parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
                 if self.amount % unit != 0 {
                     return Err(inv(format!(
                         "deposit amount {} is not a whole number of rune units ({unit} credits)",
@@ -319,19 +261,12 @@ impl Tx {
                     )));
                 }
                 if self.nonce != 0 || self.pubkey != [0; 32] || self.signature != [0; 64] {
-                    return Err(inv(
-                        "deposit must have nonce 0 and zero pubkey and signature".into(),
-                    ));
+                    return Err(inv("deposit must have nonce 0 and zero pubkey and signature".into()));
                 }
                 if self.from_index.is_some() || self.to_index.is_none() {
                     return Err(inv("deposit needs to_index and no from_index".into()));
                 }
-                Ok(CheckedTx {
-                    kind,
-                    from_key: None,
-                    to_key: Some(to_key),
-                    outpoint: Some(outpoint),
-                })
+                Ok(CheckedTx { kind, from_key: None, to_key: Some(to_key), outpoint: Some(outpoint) })
             }
         }
     }
@@ -366,9 +301,7 @@ impl TxJson {
     pub fn from_bytes(bytes: &[u8]) -> Self {
         match Tx::decode(bytes) {
             Ok(tx) if tx.encode().as_deref() == Ok(bytes) => TxJson::Tx(Box::new(tx)),
-            _ => TxJson::Raw {
-                raw: bytes.to_vec(),
-            },
+            _ => TxJson::Raw { raw: bytes.to_vec() },
         }
     }
     /// The canonical bytes of this JSON form.
@@ -430,10 +363,7 @@ mod tests {
         let mut tx = sample();
         tx.from = "kray_bc11ec6ee659d2364a91e60e7d485dfa".into();
         tx.to = "kray_0d735c11a128792366fba42861b69777".into();
-        assert_eq!(
-            hex::encode(tx.signing_hash()),
-            "9caa06196bc2df95f2b95c65880966dc3a9c6ba12a2a40d9844eebab6d432620"
-        );
+        assert_eq!(hex::encode(tx.signing_hash()), "9caa06196bc2df95f2b95c65880966dc3a9c6ba12a2a40d9844eebab6d432620");
     }
 
     #[test]
@@ -455,11 +385,7 @@ mod tests {
         t.to_index = None;
         assert!(t.check(&p).is_ok());
         t.amount = 1500;
-        assert!(t
-            .check(&p)
-            .unwrap_err()
-            .to_string()
-            .contains("whole number"));
+        assert!(t.check(&p).unwrap_err().to_string().contains("whole number"));
         assert!(OutPointRef::parse(&format!("{}:0", "ab".repeat(32))).is_some());
         assert!(OutPointRef::parse(&format!("{}:01", "ab".repeat(32))).is_none());
         assert!(OutPointRef::parse(&format!("{}:0", "AB".repeat(32))).is_none());

@@ -10,7 +10,6 @@ use crate::merkle::IncrementalTree;
 use crate::replay::{execute_all, prepare_txs};
 use crate::signature::KeyCache;
 use crate::state::{Overlay, State};
-use crate::tx::tx_leaf;
 use std::collections::BTreeSet;
 use thiserror::Error;
 
@@ -26,16 +25,7 @@ pub enum ProofBuildError {
 }
 
 fn txs_at(batch: &Batch, n: usize) -> Vec<TxAt> {
-    batch
-        .txs
-        .iter()
-        .take(n)
-        .enumerate()
-        .map(|(i, b)| TxAt {
-            index: i as u32,
-            bytes: b.clone(),
-        })
-        .collect()
+    batch.txs.iter().take(n).enumerate().map(|(i, b)| TxAt { index: i as u32, bytes: b.clone() }).collect()
 }
 
 /// Build the proof of `fault` in `batch`. `pre_state` is the full state the batch claims to extend;
@@ -52,20 +42,16 @@ pub fn build_proof(
     let class = fault.class;
     let evidence = match class {
         FaultClass::Equivocation => Evidence::Equivocation {
-            other: other.cloned().ok_or_else(|| {
-                ProofBuildError::Missing(class, "the other header is needed".into())
-            })?,
+            other: other
+                .cloned()
+                .ok_or_else(|| ProofBuildError::Missing(class, "the other header is needed".into()))?,
         },
-        FaultClass::BrokenChain => Evidence::Chain {
-            previous: previous.cloned(),
-        },
-        FaultClass::WrongTxRoot => Evidence::AllTxs {
-            txs: txs_at(batch, batch.txs.len()),
-        },
+        FaultClass::BrokenChain => Evidence::Chain { previous: previous.cloned() },
+        FaultClass::WrongTxRoot => {
+            Evidence::AllTxs { txs: txs_at(batch, batch.txs.len()), data_signature: batch.data_signature }
+        }
         FaultClass::WrongGas if fault.tx_index.is_none() && is_header_gas_fault(batch) => {
-            Evidence::AllTxs {
-                txs: txs_at(batch, batch.txs.len()),
-            }
+            Evidence::AllTxs { txs: txs_at(batch, batch.txs.len()), data_signature: batch.data_signature }
         }
         _ => {
             let mut keys = KeyCache::default();
@@ -78,10 +64,7 @@ pub fn build_proof(
                 Some(k) => {
                     let tree = IncrementalTree::from_leaves(batch.tx_leaves());
                     Evidence::Tx {
-                        tx: TxAt {
-                            index: k,
-                            bytes: batch.txs[k as usize].clone(),
-                        },
+                        tx: TxAt { index: k, bytes: batch.txs[k as usize].clone() },
                         tx_proof: tree.prove(&[u64::from(k)]),
                     }
                 }
@@ -106,9 +89,7 @@ fn is_header_gas_fault(batch: &Batch) -> bool {
         .iter()
         .map(|b| crate::tx::Tx::decode(b).map(|t| t.gas_fee).unwrap_or(0))
         .try_fold(0u64, |a, g| a.checked_add(g));
-    h.tx_count as usize == batch.txs.len()
-        && h.tx_root == batch.compute_tx_root()
-        && sum != Some(h.total_gas)
+    h.tx_count as usize == batch.txs.len() && h.tx_root == batch.compute_tx_root() && sum != Some(h.total_gas)
 }
 
 fn execution_evidence(
@@ -123,10 +104,7 @@ fn execution_evidence(
         None => batch.txs.len(),
     };
     let prepared = prepare_txs(&batch.txs[..n.min(batch.txs.len())], &chain.profile, keys);
-    let treasury = chain
-        .profile
-        .treasury_key()
-        .map_err(|e| ProofBuildError::Profile(e.to_string()))?;
+    let treasury = chain.profile.treasury_key().map_err(|e| ProofBuildError::Profile(e.to_string()))?;
     let mut accounts = BTreeSet::new();
     let mut deposits = BTreeSet::new();
     let sems: &[Semantics] = match fault.class {
@@ -160,9 +138,4 @@ fn execution_evidence(
         tx_proof: tree.prove(&idx),
         witness: witness_of(pre_state, &accounts, &deposits),
     })
-}
-
-#[allow(dead_code)]
-fn _leaf(b: &[u8]) -> crate::hash::Hash32 {
-    tx_leaf(b)
 }

@@ -64,10 +64,14 @@ pub enum Evidence {
         /// Inclusion proof against the header's tx root.
         tx_proof: MultiProof,
     },
-    /// Every tx of the batch (wrong tx root or count; header gas total).
+    /// Every tx of the batch as published, with the producer's data signature (wrong tx root or
+    /// count; header gas total).
     AllTxs {
         /// All txs' canonical bytes, hex, in order.
         txs: Vec<TxAt>,
+        /// The producer's signature over the data commitment of these txs.
+        #[serde(with = "hexser")]
+        data_signature: [u8; 64],
     },
     /// Txs `0..=k` and the pre-state entries they touch: re-execution shows the fault at tx `k`, or
     /// (when all txs are given and no tx faults) a wrong new state root.

@@ -54,14 +54,10 @@ fn reject<T>(m: impl Into<String>) -> Result<T, VerifyError> {
 
 fn check_signed(chain: &Chain, s: &SignedHeader, what: &str) -> Result<(), VerifyError> {
     if s.header.chain_id != chain.chain_id() {
-        return reject(format!(
-            "{what} was not signed for this chain (chain_id differs)"
-        ));
+        return reject(format!("{what} was not signed for this chain (chain_id differs)"));
     }
     if !chain.is_producer(&s.header.producer) {
-        return reject(format!(
-            "{what} is signed by a key that is not a producer of the chain"
-        ));
+        return reject(format!("{what} is signed by a key that is not a producer of the chain"));
     }
     if !s.signature_valid() {
         return reject(format!("{what}'s producer signature does not verify"));
@@ -69,22 +65,11 @@ fn check_signed(chain: &Chain, s: &SignedHeader, what: &str) -> Result<(), Verif
     Ok(())
 }
 
-fn check_inclusion(
-    txs: &[TxAt],
-    proof: &MultiProof,
-    tx_count: u32,
-    tx_root: &Hash32,
-) -> Result<(), VerifyError> {
+fn check_inclusion(txs: &[TxAt], proof: &MultiProof, tx_count: u32, tx_root: &Hash32) -> Result<(), VerifyError> {
     if proof.leaf_count != u64::from(tx_count) {
-        return reject(format!(
-            "tx proof is for {} txs, the header has {tx_count}",
-            proof.leaf_count
-        ));
+        return reject(format!("tx proof is for {} txs, the header has {tx_count}", proof.leaf_count));
     }
-    let leaves: BTreeMap<u64, Hash32> = txs
-        .iter()
-        .map(|t| (u64::from(t.index), tx_leaf(&t.bytes)))
-        .collect();
+    let leaves: BTreeMap<u64, Hash32> = txs.iter().map(|t| (u64::from(t.index), tx_leaf(&t.bytes))).collect();
     if leaves.len() != txs.len() {
         return reject("a tx position appears twice");
     }
@@ -110,10 +95,7 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
             p.format, p.version
         ));
     }
-    p.chain
-        .profile
-        .validate()
-        .map_err(|e| VerifyError::Rejected(e.to_string()))?;
+    p.chain.profile.validate().map_err(|e| VerifyError::Rejected(e.to_string()))?;
     check_signed(&p.chain, &p.batch, "the batch header")?;
     let h = &p.batch.header;
     let class = p.fault;
@@ -136,10 +118,7 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
             if other.header.batch_id != h.batch_id || other.header == *h {
                 return reject("the two headers are not different headers of one batch id");
             }
-            done(
-                None,
-                format!("two different signed headers for batch {}", h.batch_id),
-            )
+            done(None, format!("two different signed headers for batch {}", h.batch_id))
         }
         Evidence::Chain { previous } => {
             if class != FaultClass::BrokenChain {
@@ -148,33 +127,30 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
             let (pid, phash, proot) = match previous {
                 Some(prev) => {
                     check_signed(&p.chain, prev, "the previous header")?;
-                    (
-                        prev.header.batch_id,
-                        prev.header.hash(),
-                        prev.header.new_state_root,
-                    )
+                    (prev.header.batch_id, prev.header.hash(), prev.header.new_state_root)
                 }
                 None => (0, p.chain.chain_id(), p.chain.genesis_state_root),
             };
             let links = h.prev_batch_hash == phash;
-            let broken = (links && (h.batch_id != pid + 1 || h.prev_state_root != proot))
-                || (h.batch_id == pid + 1 && !links);
+            let broken =
+                (links && (h.batch_id != pid + 1 || h.prev_state_root != proot)) || (h.batch_id == pid + 1 && !links);
             if !broken {
                 return reject(format!("batch {} does extend batch {pid}", h.batch_id));
             }
-            done(
-                None,
-                format!("batch {} does not extend batch {pid}", h.batch_id),
-            )
+            done(None, format!("batch {} does not extend batch {pid}", h.batch_id))
         }
-        Evidence::AllTxs { txs } => {
+        Evidence::AllTxs { txs, data_signature } => {
             in_order(txs)?;
+            let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.bytes.clone()).collect();
+            let published =
+                crate::batch::Batch { signed: p.batch.clone(), txs: bytes, data_signature: *data_signature };
+            if !published.data_signature_valid() {
+                return reject("the producer did not sign these txs as the batch's data");
+            }
             let leaves: Vec<Hash32> = txs.iter().map(|t| tx_leaf(&t.bytes)).collect();
             let root_ok = txs.len() == h.tx_count as usize && root_of(&leaves) == h.tx_root;
             match class {
-                FaultClass::WrongTxRoot if !root_ok => {
-                    done(None, "tx root or count does not match the txs".into())
-                }
+                FaultClass::WrongTxRoot if !root_ok => done(None, "tx root or count does not match the txs".into()),
                 FaultClass::WrongGas if root_ok => {
                     let sum = txs
                         .iter()
@@ -183,10 +159,7 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
                     if sum == Some(h.total_gas) {
                         return reject("total_gas equals the sum of the txs' gas");
                     }
-                    done(
-                        None,
-                        format!("total_gas {} is not the txs' sum {sum:?}", h.total_gas),
-                    )
+                    done(None, format!("total_gas {} is not the txs' sum {sum:?}", h.total_gas))
                 }
                 _ => reject(format!("all-txs evidence does not show {class}")),
             }
@@ -201,11 +174,7 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
                 _ => reject(format!("tx {} is valid on its own", tx.index)),
             }
         }
-        Evidence::Execution {
-            txs,
-            tx_proof,
-            witness,
-        } => {
+        Evidence::Execution { txs, tx_proof, witness } => {
             in_order(txs)?;
             if txs.is_empty() {
                 return reject("execution evidence has no txs");
@@ -216,11 +185,7 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
             let bytes: Vec<Vec<u8>> = txs.iter().map(|t| t.bytes.clone()).collect();
             let mut keys = KeyCache::default();
             let prepared = prepare_txs(&bytes, &p.chain.profile, &mut keys);
-            let treasury = p
-                .chain
-                .profile
-                .treasury_key()
-                .map_err(|e| VerifyError::Rejected(e.to_string()))?;
+            let treasury = p.chain.profile.treasury_key().map_err(|e| VerifyError::Rejected(e.to_string()))?;
             let deposits = if class == FaultClass::BadDeposit {
                 match l1 {
                     Some(f) => DepositCheck::Facts(f),
@@ -257,31 +222,19 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
                         return reject("a state-root proof must carry every tx of the batch");
                     }
                     let changes = run(Semantics::Reference).map_err(|(i, e)| exec_reject(i, e))?;
-                    let root = partial
-                        .root_after(&changes)
-                        .map_err(|e| VerifyError::Rejected(e.to_string()))?;
+                    let root = partial.root_after(&changes).map_err(|e| VerifyError::Rejected(e.to_string()))?;
                     if root == h.new_state_root {
                         return reject("the batch's new_state_root is correct");
                     }
-                    let variant = Semantics::DIAGNOSES
-                        .iter()
-                        .find(|(_, c)| *c == class)
-                        .map(|(s, _)| *s);
+                    let variant = Semantics::DIAGNOSES.iter().find(|(_, c)| *c == class).map(|(s, _)| *s);
                     if let Some(sem) = variant {
                         let ch = run(sem).map_err(|(i, e)| exec_reject(i, e))?;
-                        let vroot = partial
-                            .root_after(&ch)
-                            .map_err(|e| VerifyError::Rejected(e.to_string()))?;
+                        let vroot = partial.root_after(&ch).map_err(|e| VerifyError::Rejected(e.to_string()))?;
                         if vroot != h.new_state_root {
-                            return reject(format!(
-                                "the claimed root is wrong, but not because of {class}"
-                            ));
+                            return reject(format!("the claimed root is wrong, but not because of {class}"));
                         }
                     }
-                    done(
-                        None,
-                        format!("new_state_root should be {}", hex::encode(root)),
-                    )
+                    done(None, format!("new_state_root should be {}", hex::encode(root)))
                 }
                 _ => match run(Semantics::Reference) {
                     Ok(_) => reject(format!("tx {last} executes without fault")),

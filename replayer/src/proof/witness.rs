@@ -93,10 +93,7 @@ pub enum WitnessError {
     RootMismatch,
 }
 
-fn known_leaves<T: Leaf>(
-    t: &TreeWitness<T>,
-    tree: &'static str,
-) -> Result<BTreeMap<u64, Hash32>, WitnessError> {
+fn known_leaves<T: Leaf>(t: &TreeWitness<T>, tree: &'static str) -> Result<BTreeMap<u64, Hash32>, WitnessError> {
     let mut known = BTreeMap::new();
     for e in &t.entries {
         if known.insert(e.index, e.entry.leaf_hash()).is_some() {
@@ -109,11 +106,7 @@ fn known_leaves<T: Leaf>(
         }
     }
     if t.proof.leaf_count != t.count {
-        return Err(WitnessError::Count {
-            tree,
-            proof: t.proof.leaf_count,
-            count: t.count,
-        });
+        return Err(WitnessError::Count { tree, proof: t.proof.leaf_count, count: t.count });
     }
     if t.count > 0 && !known.contains_key(&(t.count - 1)) {
         return Err(WitnessError::NoLastLeaf(tree));
@@ -144,66 +137,28 @@ impl PartialState {
         let kw = known_leaves(&witness.withdrawals, "withdrawals")?;
         let kd = known_leaves(&witness.deposits, "deposits")?;
         let root = |k: &BTreeMap<u64, Hash32>, p: &MultiProof, n: u64, tree| {
-            p.root(k, n)
-                .map_err(|source| WitnessError::Proof { tree, source })
+            p.root(k, n).map_err(|source| WitnessError::Proof { tree, source })
         };
         let roots = Roots {
-            accounts: (
-                root(
-                    &ka,
-                    &witness.accounts.proof,
-                    witness.accounts.count,
-                    "accounts",
-                )?,
-                witness.accounts.count,
-            ),
+            accounts: (root(&ka, &witness.accounts.proof, witness.accounts.count, "accounts")?, witness.accounts.count),
             withdrawals: (
-                root(
-                    &kw,
-                    &witness.withdrawals.proof,
-                    witness.withdrawals.count,
-                    "withdrawals",
-                )?,
+                root(&kw, &witness.withdrawals.proof, witness.withdrawals.count, "withdrawals")?,
                 witness.withdrawals.count,
             ),
-            deposits: (
-                root(
-                    &kd,
-                    &witness.deposits.proof,
-                    witness.deposits.count,
-                    "deposits",
-                )?,
-                witness.deposits.count,
-            ),
+            deposits: (root(&kd, &witness.deposits.proof, witness.deposits.count, "deposits")?, witness.deposits.count),
         };
         if roots.state_root() != *prev_state_root {
             return Err(WitnessError::RootMismatch);
         }
-        let accounts: BTreeMap<u64, Account> = witness
-            .accounts
-            .entries
-            .iter()
-            .map(|e| (e.index, e.entry))
-            .collect();
+        let accounts: BTreeMap<u64, Account> = witness.accounts.entries.iter().map(|e| (e.index, e.entry)).collect();
         let mut keys = HashMap::new();
         for (i, a) in &accounts {
             if keys.insert(a.key, *i).is_some() {
                 return Err(WitnessError::DuplicateKey);
             }
         }
-        let deposits = witness
-            .deposits
-            .entries
-            .iter()
-            .map(|e| (e.entry.outpoint, e.index))
-            .collect();
-        Ok(Self {
-            witness,
-            accounts,
-            keys,
-            deposits,
-            known: [ka, kw, kd],
-        })
+        let deposits = witness.deposits.entries.iter().map(|e| (e.entry.outpoint, e.index)).collect();
+        Ok(Self { witness, accounts, keys, deposits, known: [ka, kw, kd] })
     }
 
     /// The state root after applying `changes` (computed from the witness alone).
@@ -213,10 +168,7 @@ impl PartialState {
         for (i, a) in &changes.accounts {
             ka.insert(*i, a.leaf_hash());
         }
-        let na = w
-            .accounts
-            .count
-            .max(changes.accounts.keys().next_back().map_or(0, |i| i + 1));
+        let na = w.accounts.count.max(changes.accounts.keys().next_back().map_or(0, |i| i + 1));
         let mut kw = self.known[1].clone();
         for (k, e) in changes.withdrawals.iter().enumerate() {
             kw.insert(w.withdrawals.count + k as u64, e.leaf_hash());
@@ -228,8 +180,7 @@ impl PartialState {
         }
         let nd = w.deposits.count + changes.deposits.len() as u64;
         let root = |k: &BTreeMap<u64, Hash32>, p: &MultiProof, n: u64, tree| {
-            p.root(k, n)
-                .map_err(|source| WitnessError::Proof { tree, source })
+            p.root(k, n).map_err(|source| WitnessError::Proof { tree, source })
         };
         Ok(Roots {
             accounts: (root(&ka, &w.accounts.proof, na, "accounts")?, na),
@@ -246,15 +197,9 @@ impl ReadLedger for PartialState {
     }
     fn account(&self, index: u64) -> Result<Account, StateError> {
         if index >= self.witness.accounts.count {
-            return Err(StateError::NoSuchAccount {
-                index,
-                count: self.witness.accounts.count,
-            });
+            return Err(StateError::NoSuchAccount { index, count: self.witness.accounts.count });
         }
-        self.accounts
-            .get(&index)
-            .copied()
-            .ok_or(StateError::NotInWitness(index))
+        self.accounts.get(&index).copied().ok_or(StateError::NotInWitness(index))
     }
     fn find_account(&self, key: &AccountKey) -> Option<u64> {
         self.keys.get(key).copied()
@@ -271,11 +216,7 @@ impl ReadLedger for PartialState {
 }
 
 /// Build a witness from a full state for the touched account and deposit indices.
-pub fn witness_of(
-    state: &State,
-    accounts: &BTreeSet<u64>,
-    deposits: &BTreeSet<u64>,
-) -> StateWitness {
+pub fn witness_of(state: &State, accounts: &BTreeSet<u64>, deposits: &BTreeSet<u64>) -> StateWitness {
     let (at, wt, dt) = state.trees();
     let with_last = |set: &BTreeSet<u64>, n: u64| -> Vec<u64> {
         let mut v: BTreeSet<u64> = set.iter().copied().filter(|i| *i < n).collect();
@@ -287,13 +228,7 @@ pub fn witness_of(
     let ai = with_last(accounts, at.len());
     let accounts = TreeWitness {
         count: at.len(),
-        entries: ai
-            .iter()
-            .map(|i| Indexed {
-                index: *i,
-                entry: state.accounts()[*i as usize],
-            })
-            .collect(),
+        entries: ai.iter().map(|i| Indexed { index: *i, entry: state.accounts()[*i as usize] }).collect(),
         leaves: vec![],
         proof: at.prove(&ai),
     };
@@ -301,15 +236,7 @@ pub fn witness_of(
     let withdrawals = TreeWitness {
         count: wt.len(),
         entries: vec![],
-        leaves: wi
-            .iter()
-            .filter_map(|i| {
-                wt.leaf(*i).map(|h| IndexedHash {
-                    index: *i,
-                    hash: *h,
-                })
-            })
-            .collect(),
+        leaves: wi.iter().filter_map(|i| wt.leaf(*i).map(|h| IndexedHash { index: *i, hash: *h })).collect(),
         proof: wt.prove(&wi),
     };
     let di = with_last(deposits, dt.len());
@@ -318,26 +245,14 @@ pub fn witness_of(
         entries: di
             .iter()
             .filter(|i| deposits.contains(i))
-            .map(|i| Indexed {
-                index: *i,
-                entry: state.deposits()[*i as usize].clone(),
-            })
+            .map(|i| Indexed { index: *i, entry: state.deposits()[*i as usize].clone() })
             .collect(),
         leaves: di
             .iter()
             .filter(|i| !deposits.contains(i))
-            .filter_map(|i| {
-                dt.leaf(*i).map(|h| IndexedHash {
-                    index: *i,
-                    hash: *h,
-                })
-            })
+            .filter_map(|i| dt.leaf(*i).map(|h| IndexedHash { index: *i, hash: *h }))
             .collect(),
         proof: dt.prove(&di),
     };
-    StateWitness {
-        accounts,
-        withdrawals,
-        deposits,
-    }
+    StateWitness { accounts, withdrawals, deposits }
 }
