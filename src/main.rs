@@ -1,1 +1,49 @@
-fn main() {}
+//! `kray-guardian`: the independent fraud-proof watchtower and challenger for the KRAY SPACE L2.
+
+mod bench;
+mod commands;
+mod l1_node;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Command line of the guardian.
+#[derive(Parser, Debug)]
+#[command(name = "kray-guardian", version = env!("CARGO_PKG_VERSION"), about = "Fraud-proof watchtower and challenger for the KRAY SPACE L2")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replay batch files from a genesis and print a verdict per batch (exit 0 valid, 3 fault, 1 error).
+    Replay(commands::replay::ReplayArgs),
+    /// Check a fraud proof file offline (exit 0 proven, 4 not proven, 5 needs an L1 node, 1 error).
+    VerifyProof(commands::verify_proof::VerifyArgs),
+    /// Write a deterministic signed genesis, L1 facts and batch files, optionally with one fault.
+    GenWorkload(commands::gen_workload::GenArgs),
+    /// Measure verification, replay and state-root speed and memory.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay(a) => commands::replay::run(&a),
+        Command::VerifyProof(a) => commands::verify_proof::run(&a),
+        Command::GenWorkload(a) => commands::gen_workload::run(&a).map(|()| 0),
+        Command::Bench(a) => bench::run(&a).map(|()| 0),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -72,7 +72,7 @@ impl Chain {
     /// True when `pk` is one of the producers.
     pub fn is_producer(&self, pk: &[u8; 32]) -> bool {
         let h = hex::encode(pk);
-        self.producers.iter().any(|p| *p == h)
+        self.producers.contains(&h)
     }
 }
 

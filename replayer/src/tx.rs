@@ -238,7 +238,7 @@ impl Tx {
             TxKind::Withdrawal => {
                 let from_key = parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
                 parse_l1_address(&self.to, net).map_err(|e| inv(format!("withdrawal destination: {e}")))?;
-                if self.amount % unit != 0 {
+                if !self.amount.is_multiple_of(unit) {
                     return Err(inv(format!(
                         "withdrawal amount {} is not a whole number of rune units ({unit} credits)",
                         self.amount
@@ -254,7 +254,7 @@ impl Tx {
                     inv(format!("deposit from {:?} is not a canonical txid:vout outpoint", self.from))
                 })?;
                 let to_key = parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
-                if self.amount % unit != 0 {
+                if !self.amount.is_multiple_of(unit) {
                     return Err(inv(format!(
                         "deposit amount {} is not a whole number of rune units ({unit} credits)",
                         self.amount
