@@ -73,6 +73,11 @@ impl L1Facts for NodeFacts {
     }
 
     fn deposit(&self, op: &OutPointRef) -> Result<Option<DepositFact>, L1Error> {
+        // Without the bridge keys or the rune id no deposit can be judged: that is "cannot verify",
+        // never a false bad-deposit.
+        if self.bridge.is_none() || self.rune.is_none() {
+            return Err(L1Error("the profile names no bridge keys or rune id, so deposits cannot be judged".into()));
+        }
         let txid = Txid::from_str(&hex::encode(op.txid)).map_err(|e| L1Error(e.to_string()))?;
         let v = match self.call("getrawtransaction", json!([txid.to_string(), true])) {
             Ok(v) => v,

@@ -256,8 +256,9 @@ impl Batch {
     /// Raw canonical bytes: header (217) || signature (64) || data signature (64) || u32 n ||
     /// n × (u32 len || tx bytes).
     pub fn to_raw(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(HEADER_LEN + 68 + self.txs.iter().map(|t| t.len() + 4).sum::<usize>());
-        w.raw(&self.signed.header.encode()).raw(&self.signed.signature).u32(self.txs.len() as u32);
+        let mut w = Writer::with_capacity(HEADER_LEN + 132 + self.txs.iter().map(|t| t.len() + 4).sum::<usize>());
+        w.raw(&self.signed.header.encode()).raw(&self.signed.signature).raw(&self.data_signature);
+        w.u32(self.txs.len() as u32);
         for t in &self.txs {
             w.u32(t.len() as u32).raw(t);
         }
@@ -289,5 +290,43 @@ impl Batch {
     /// The content hash mirrors use to compare copies: `sha256(raw bytes)`.
     pub fn content_hash(&self) -> Hash32 {
         crate::hash::sha256(&self.to_raw())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tx::tests_support::sample_tx;
+
+    #[test]
+    fn raw_and_json_forms_roundtrip() {
+        let kp = Keypair::from_secret_key(
+            crate::address::secp(),
+            &bitcoin::secp256k1::SecretKey::from_slice(&[7u8; 32]).unwrap(),
+        );
+        let txs = vec![sample_tx().encode().unwrap(), vec![1, 2, 3]];
+        let header = BatchHeader {
+            chain_id: [1; 32],
+            batch_id: 1,
+            prev_batch_hash: [2; 32],
+            prev_state_root: [3; 32],
+            new_state_root: [4; 32],
+            tx_root: root_of(&txs.iter().map(|t| tx_leaf(t)).collect::<Vec<_>>()),
+            tx_count: 2,
+            total_gas: 1000,
+            l1_height: 5,
+            producer: kp.x_only_public_key().0.serialize(),
+        };
+        assert_eq!(header.encode().len(), HEADER_LEN);
+        let b = Batch::new(SignedHeader::sign(header, &kp), txs, &kp);
+        assert!(b.signed.signature_valid() && b.data_signature_valid());
+        let raw = b.to_raw();
+        assert_eq!(Batch::from_raw(&raw, 10).unwrap(), b);
+        assert_eq!(Batch::from_json(&b.to_json(), 10).unwrap(), b);
+        assert!(matches!(Batch::from_raw(&raw, 1), Err(BatchError::TooManyTxs { .. })));
+        assert!(Batch::from_raw(&raw[..raw.len() - 1], 10).is_err());
+        let mut tampered = b.clone();
+        tampered.txs[1] = vec![9];
+        assert!(!tampered.data_signature_valid());
     }
 }

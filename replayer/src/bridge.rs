@@ -343,9 +343,9 @@ mod tests {
     use bitcoin::secp256k1::SecretKey;
     use serde_json::Value;
 
-    const KRAY_VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/kray-bridge.json");
+    const KRAY_VECTOR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/kray-bridge.json");
     const BIP341_VECTORS: &str =
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/bip341-wallet-test-vectors.json");
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/bip341-wallet-test-vectors.json");
 
     fn load(path: &str) -> Value {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));

@@ -18,7 +18,7 @@ pub const TAG_BATCH: u8 = 0x02;
 pub const TAG_STATE: u8 = 0x03;
 /// Domain prefix of a batch's data commitment: `sha256(0x05 || batch hash || u32 n || n × (u32 len || tx))`.
 pub const TAG_DATA: u8 = 0x05;
-/// Domain prefix of the genesis hash: `sha256(0x04 || genesis state root)`.
+/// Domain prefix of the chain id: `sha256(0x04 || profile JSON || producers || genesis state root)`.
 pub const TAG_GENESIS: u8 = 0x04;
 
 /// Plain SHA-256 of `data`.

@@ -313,6 +313,15 @@ impl TxJson {
     }
 }
 
+/// A sample transfer for unit tests of other modules.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The sample tx.
+    pub fn sample_tx() -> super::Tx {
+        super::tests::sample()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

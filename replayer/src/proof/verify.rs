@@ -186,14 +186,26 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
             let mut keys = KeyCache::default();
             let prepared = prepare_txs(&bytes, &p.chain.profile, &mut keys);
             let treasury = p.chain.profile.treasury_key().map_err(|e| VerifyError::Rejected(e.to_string()))?;
-            let deposits = if class == FaultClass::BadDeposit {
+            // Deposits' L1 side is judged whenever it can change the outcome: for bad-deposit, and for
+            // the state-root family over a batch holding deposits (else a bad deposit could be relabelled
+            // as a wrong root). Other tx-level claims need no L1: an earlier deposit cannot make the
+            // last tx's state fault disappear.
+            let state_root_family = matches!(
+                class,
+                FaultClass::WrongStateRoot
+                    | FaultClass::SelfTransferInflation
+                    | FaultClass::WithdrawalNotBurned
+                    | FaultClass::WrongGas
+            );
+            let has_deposit =
+                prepared.iter().any(|p| matches!(p, Ok(p) if p.checked.kind == crate::tx::TxKind::Deposit));
+            let deposits = if class == FaultClass::BadDeposit || (state_root_family && has_deposit) {
                 match l1 {
                     Some(f) => DepositCheck::Facts(f),
                     None => {
                         return Err(VerifyError::NeedsL1(format!(
-                            "the deposit in batch {} tx {}",
-                            h.batch_id,
-                            txs.len() - 1
+                            "the deposits of batch {} (L1 outpoints, amounts, confirmations)",
+                            h.batch_id
                         )))
                     }
                 }
@@ -226,13 +238,19 @@ pub fn verify_proof(p: &FraudProof, l1: Option<&dyn L1Facts>) -> Result<Proven, 
                     if root == h.new_state_root {
                         return reject("the batch's new_state_root is correct");
                     }
-                    let variant = Semantics::DIAGNOSES.iter().find(|(_, c)| *c == class).map(|(s, _)| *s);
-                    if let Some(sem) = variant {
-                        let ch = run(sem).map_err(|(i, e)| exec_reject(i, e))?;
+                    // The class must be the one the replayer names: the first known bug that reproduces
+                    // the claimed root, or wrong-state-root when none does.
+                    let mut named = FaultClass::WrongStateRoot;
+                    for (sem, c) in Semantics::DIAGNOSES {
+                        let Ok(ch) = run(sem) else { continue };
                         let vroot = partial.root_after(&ch).map_err(|e| VerifyError::Rejected(e.to_string()))?;
-                        if vroot != h.new_state_root {
-                            return reject(format!("the claimed root is wrong, but not because of {class}"));
+                        if vroot == h.new_state_root {
+                            named = c;
+                            break;
                         }
+                    }
+                    if named != class {
+                        return reject(format!("the claimed root is wrong, but the fault is {named}, not {class}"));
                     }
                     done(None, format!("new_state_root should be {}", hex::encode(root)))
                 }
