@@ -119,6 +119,9 @@ struct Machine {
     cpu_model: String,
     rayon_threads: usize,
     mem_total_bytes: Option<u64>,
+    /// `/proc/loadavg` before and after the run (other work on the machine skews the figures).
+    loadavg_before: String,
+    loadavg_after: String,
     release_build: bool,
     peak_rss_bytes: Option<u64>,
 }
@@ -200,6 +203,8 @@ struct Breakdown {
     execute_s: f64,
     /// State::apply and state_root (serial).
     apply_root_s: f64,
+    /// Freeing the batch's decoded txs and undo record (serial).
+    drop_s: f64,
     /// Sum of the stages.
     total_s: f64,
 }
@@ -269,6 +274,7 @@ fn validate(a: &BenchArgs, profile: &Profile) -> Result<()> {
 }
 
 fn collect(a: &BenchArgs, profile: &Profile) -> Result<Report> {
+    let loadavg_before = loadavg();
     // Root first: its RSS delta is only meaningful before the workload has passed through the heap.
     let root = if a.only != Some(Section::Replay) { Some(bench_root(a, profile)?) } else { None };
     let replay = if a.only != Some(Section::Root) { Some(bench_replay(a, profile)?) } else { None };
@@ -277,6 +283,8 @@ fn collect(a: &BenchArgs, profile: &Profile) -> Result<Report> {
         cpu_model: cpu_model(),
         rayon_threads: rayon::current_num_threads(),
         mem_total_bytes: meminfo("MemTotal:"),
+        loadavg_before,
+        loadavg_after: loadavg(),
         release_build: !cfg!(debug_assertions),
         peak_rss_bytes: status_kb("VmHWM:"),
     };
@@ -528,10 +536,22 @@ fn bench_replay(a: &BenchArgs, profile: &Profile) -> Result<ReplayReport> {
     let generation_s = t.elapsed().as_secs_f64();
     let txs: u64 = w.batches.iter().map(|(_, b)| b.txs.len() as u64).sum();
 
-    // Raw verification: the workload's tx signatures, keys parsed and messages hashed beforehand.
-    let mut items = Vec::new();
+    // Each batch: first the raw parallel verification of its tx signatures (keys parsed and messages
+    // hashed beforehand, untimed), then `Replayer::replay` of the batch. Interleaving the two keeps
+    // their ratio fair when other work shares the machine.
+    progress(format!(
+        "replay: {} batches, each verified raw then replayed, on {} threads",
+        w.batches.len(),
+        rayon::current_num_threads()
+    ));
+    let (chain, state) = w.genesis.build(profile).context("building the workload genesis")?;
+    let facts = FileFacts::from(w.facts.clone());
+    let mut replayer = Replayer::new(chain, state)?;
     let mut keys = KeyCache::default();
-    for (name, b) in &w.batches {
+    let mut per_batch = Vec::with_capacity(w.batches.len());
+    let mut verify_s = 0.0;
+    let mut signatures = 0u64;
+    for (i, (name, b)) in w.batches.iter().enumerate() {
         let decoded: Vec<Tx> = b
             .txs
             .par_iter()
@@ -540,33 +560,23 @@ fn bench_replay(a: &BenchArgs, profile: &Profile) -> Result<ReplayReport> {
             .with_context(|| format!("{name}: a tx does not decode"))?;
         let signed: Vec<&Tx> = decoded.iter().filter(|t| t.tx_type != TxKind::Deposit.as_str()).collect();
         keys.resolve(signed.iter().map(|t| &t.pubkey));
-        items.par_extend(
-            signed.par_iter().map(|t| (keys.get(&t.pubkey).map(|(pk, _)| pk), t.signing_hash(), t.signature)),
-        );
-    }
-    drop(keys);
-    progress(format!(
-        "replay: verifying {} signatures on {} threads",
-        thousands(items.len() as u64),
-        rayon::current_num_threads()
-    ));
-    if let Some((Some(pk), m, s)) = items.first() {
-        std::hint::black_box(verify(pk, m, s)); // context tables built outside the timing
-    }
-    let t = Instant::now();
-    let ok = verify_all(&items);
-    let verify_s = t.elapsed().as_secs_f64();
-    let bad = ok.iter().filter(|v| !**v).count();
-    ensure!(bad == 0, "{bad} of the workload's signatures did not verify (generator or bench bug)");
-    let signatures = items.len() as u64;
-    drop(items);
+        let items: Vec<_> =
+            signed.par_iter().map(|t| (keys.get(&t.pubkey).map(|(pk, _)| pk), t.signing_hash(), t.signature)).collect();
+        if i == 0 {
+            if let Some((Some(pk), m, s)) = items.first() {
+                std::hint::black_box(verify(pk, m, s)); // context tables built outside the timing
+            }
+        }
+        let t = Instant::now();
+        let ok = verify_all(&items);
+        verify_s += t.elapsed().as_secs_f64();
+        let bad = ok.iter().filter(|v| !**v).count();
+        ensure!(bad == 0, "{name}: {bad} signatures did not verify (generator or bench bug)");
+        signatures += items.len() as u64;
+        drop(items);
+        drop(signed);
+        drop(decoded);
 
-    progress(format!("replay: replaying {} batches", w.batches.len()));
-    let (chain, state) = w.genesis.build(profile).context("building the workload genesis")?;
-    let facts = FileFacts::from(w.facts.clone());
-    let mut replayer = Replayer::new(chain, state)?;
-    let mut per_batch = Vec::with_capacity(w.batches.len());
-    for (name, b) in &w.batches {
         let t = Instant::now();
         let v = replayer.replay(b, &facts).with_context(|| format!("replaying {name}"))?;
         per_batch.push(ms(t.elapsed()));
@@ -608,7 +618,7 @@ fn breakdown(profile: &Profile, w: &Workload, facts: &FileFacts) -> Result<Break
     let (_, mut state) = w.genesis.build(profile).context("building the workload genesis")?;
     let treasury = profile.treasury_key()?;
     let mut keys = KeyCache::default();
-    let mut s = [Duration::ZERO; 9];
+    let mut s = [Duration::ZERO; 10];
     let mut lap = |i: usize, t: &mut Instant| {
         let now = Instant::now();
         s[i] += now - *t;
@@ -685,6 +695,8 @@ fn breakdown(profile: &Profile, w: &Workload, facts: &FileFacts) -> Result<Break
         let root = state.state_root();
         lap(8, &mut t);
         drop(undo);
+        drop(prepared);
+        lap(9, &mut t);
         ensure!(root == h.new_state_root, "{name}: the stage-by-stage replay reached another state root");
     }
     let f = |d: Duration| d.as_secs_f64();
@@ -698,6 +710,7 @@ fn breakdown(profile: &Profile, w: &Workload, facts: &FileFacts) -> Result<Break
         tx_verify_s: f(s[6]),
         execute_s: f(s[7]),
         apply_root_s: f(s[8]),
+        drop_s: f(s[9]),
         total_s: s.iter().map(|d| d.as_secs_f64()).sum(),
     })
 }
@@ -716,6 +729,7 @@ fn print_table(a: &BenchArgs, r: &Report) {
         m.mem_total_bytes.map(mib).unwrap_or_else(|| "unknown".into()),
         if m.release_build { "" } else { "  [DEBUG BUILD: figures are not meaningful, use --release]" }
     );
+    println!("load average before / after: {} / {}", m.loadavg_before, m.loadavg_after);
     if let Some(x) = &r.root {
         println!();
         println!(
@@ -779,7 +793,15 @@ fn print_table(a: &BenchArgs, r: &Report) {
         );
         row("replay throughput (Replayer::replay)", format!("{} tx/s", thousands(x.replay_tx_per_s as u64)));
         row("replay / raw verification", format!("{:.1} %", x.ratio * 100.0));
-        row("end-to-end replay, replay only", format!("{:.2} s", x.replay_s));
+        row(
+            "end-to-end replay, replay only",
+            format!(
+                "{:.2} s (= {:.1} s per {} txs)",
+                x.replay_s,
+                x.replay_s * TARGET_E2E_TXS as f64 / x.txs as f64,
+                thousands(TARGET_E2E_TXS)
+            ),
+        );
         row(
             "per batch, min / median / max",
             format!("{:.1} / {:.1} / {:.1} ms", x.batch_ms_min, x.batch_ms_median, x.batch_ms_max),
@@ -796,11 +818,12 @@ fn print_table(a: &BenchArgs, r: &Report) {
                 ("signing hash + BIP-340 verify (parallel)", b.tx_verify_s),
                 ("execute through the Overlay (serial)", b.execute_s),
                 ("State::apply + state_root (serial)", b.apply_root_s),
+                ("freeing decoded txs + undo record (serial)", b.drop_s),
             ];
             for (name, v) in stages {
-                println!("    {:<46} {:>8.2} s {:>6.1} %", name, v, 100.0 * v / b.total_s.max(f64::MIN_POSITIVE));
+                println!("    {:<48} {:>8.3} s {:>6.1} %", name, v, 100.0 * v / b.total_s.max(f64::MIN_POSITIVE));
             }
-            println!("    {:<46} {:>8.2} s", "total", b.total_s);
+            println!("    {:<48} {:>8.3} s", "total", b.total_s);
         }
     }
     if !r.targets.is_empty() {
@@ -813,7 +836,7 @@ fn print_table(a: &BenchArgs, r: &Report) {
                 "miss" => "MISS".to_string(),
                 other => other.to_string(),
             };
-            println!("  {:<66} {:>9.1} {:<2}  {:<30} {}", t.name, t.measured, t.unit, t.goal, status);
+            println!("  {:<66} {:>9.2} {:<2}  {:<30} {}", t.name, t.measured, t.unit, t.goal, status);
         }
     }
     if let Some(p) = m.peak_rss_bytes {
@@ -893,6 +916,13 @@ fn rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size())
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn status_kb(field: &str) -> Option<u64> {
