@@ -25,6 +25,8 @@ enum Command {
     GenWorkload(commands::gen_workload::GenArgs),
     /// Measure verification, replay and state-root speed and memory.
     Bench(bench::BenchArgs),
+    /// Run a local KRAY L2 on regtest bitcoind: sequencer, publication API, traffic, fault injection.
+    Devnet(commands::devnet::DevnetArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::VerifyProof(a) => commands::verify_proof::run(&a),
         Command::GenWorkload(a) => commands::gen_workload::run(&a).map(|()| 0),
         Command::Bench(a) => bench::run(&a).map(|()| 0),
+        Command::Devnet(a) => commands::devnet::run(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

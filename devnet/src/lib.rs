@@ -1,7 +1,13 @@
 //! A local KRAY L2 for demos and tests.
+pub mod api;
 pub mod bitcoind;
+pub mod faults;
 pub mod l1tx;
+pub mod node_facts;
 pub mod rpc;
 pub mod runes;
+pub mod runner;
+pub mod sequencer;
+pub mod traffic;
 pub mod wallet;
 pub mod workload;

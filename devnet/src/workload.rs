@@ -8,13 +8,12 @@ use kray_replayer::batch::Batch;
 use kray_replayer::execute::Semantics;
 use kray_replayer::fault::FaultClass;
 use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
-use kray_replayer::hash::{sha256_parts, Hash32};
+use kray_replayer::hash::sha256_parts;
 use kray_replayer::l1facts::{DepositFact, FileFacts, L1FactsFile};
-use kray_replayer::merkle::root_of;
 use kray_replayer::profile::Profile;
 use kray_replayer::seal::Sealer;
 use kray_replayer::signature::sign;
-use kray_replayer::tx::{tx_leaf, OutPointRef, Tx};
+use kray_replayer::tx::{OutPointRef, Tx};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
@@ -278,7 +277,9 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
         }
         let mut extra = None;
         if let Some(class) = fault {
-            extra = inject(class, b, &mut batch, &sealer, &users, first_deposit.as_deref(), profile)?;
+            extra =
+                crate::faults::inject(class, &mut batch, &sealer, &users.keys, &users.addrs, first_deposit.as_deref())
+                    .map_err(|e| WorkloadError::Inject(class, b, e))?;
             if !matches!(class, FaultClass::Equivocation) {
                 sealer.adopt_tip(&batch.signed.header);
             }
@@ -294,123 +295,6 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
         batches,
         injected: spec.fault.map(|(class, batch_id)| Injected { class, batch_id }),
     })
-}
-
-fn reseal(batch: &mut Batch, sealer: &Sealer) {
-    let mut h = batch.signed.header.clone();
-    let leaves: Vec<Hash32> = batch.txs.iter().map(|t| tx_leaf(t)).collect();
-    h.tx_root = root_of(&leaves);
-    h.tx_count = batch.txs.len() as u32;
-    h.total_gas = batch.txs.iter().map(|b| Tx::decode(b).map(|t| t.gas_fee).unwrap_or(0)).sum();
-    batch.signed.header = h;
-    sealer.resign_batch(batch);
-}
-
-/// Index of a user transfer in the batch to tamper with (the middle one).
-fn victim(batch: &Batch) -> Option<(usize, Tx)> {
-    let user: Vec<(usize, Tx)> = batch
-        .txs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| Tx::decode(b).ok().map(|t| (i, t)))
-        .filter(|(_, t)| t.tx_type == "transfer" && t.from != t.to)
-        .collect();
-    user.get(user.len() / 2).cloned()
-}
-
-fn inject(
-    class: FaultClass,
-    b: u64,
-    batch: &mut Batch,
-    sealer: &Sealer,
-    users: &Users,
-    first_deposit: Option<&[u8]>,
-    profile: &Profile,
-) -> Result<Option<Batch>, WorkloadError> {
-    let err = |m: &str| WorkloadError::Inject(class, b, m.to_string());
-    let key_of = |addr: &str| users.addrs.iter().position(|a| a == addr).map(|i| users.keys[i]);
-    let mut retx = |f: &mut dyn FnMut(&mut Tx) -> Result<(), WorkloadError>| -> Result<(), WorkloadError> {
-        let (i, mut tx) = victim(batch).ok_or_else(|| err("the batch has no user transfer"))?;
-        f(&mut tx)?;
-        batch.txs[i] = tx.encode().map_err(|e| err(&e.to_string()))?;
-        Ok(())
-    };
-    match class {
-        FaultClass::InvalidSignature => retx(&mut |tx| {
-            tx.signature[10] ^= 1;
-            Ok(())
-        })?,
-        FaultClass::PubkeyAddressMismatch => retx(&mut |tx| {
-            let other =
-                users.keys.iter().find(|k| Some(**k) != key_of(&tx.from)).copied().ok_or_else(|| err("one user"))?;
-            sign_tx(tx, &other);
-            Ok(())
-        })?,
-        FaultClass::BadNonce => retx(&mut |tx| {
-            tx.nonce += 1;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
-            Ok(())
-        })?,
-        FaultClass::InsufficientBalance => retx(&mut |tx| {
-            tx.amount = USER_BALANCE * 1_000;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
-            Ok(())
-        })?,
-        FaultClass::Overflow => retx(&mut |tx| {
-            tx.amount = u64::MAX - tx.gas_fee + 1;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
-            Ok(())
-        })?,
-        FaultClass::WrongGas => retx(&mut |tx| {
-            tx.gas_fee = 0;
-            Ok(())
-        })?,
-        FaultClass::MalformedTx => {
-            let (i, _) = victim(batch).ok_or_else(|| err("the batch has no user transfer"))?;
-            batch.txs[i].pop();
-        }
-        FaultClass::BadDeposit | FaultClass::DoubleDeposit => {
-            let first = first_deposit.ok_or_else(|| err("no deposit in batch 1"))?;
-            let mut tx = Tx::decode(first).map_err(|e| err(&e.to_string()))?;
-            if class == FaultClass::BadDeposit {
-                tx.from = OutPointRef { txid: [0xee; 32], vout: 7 }.to_string();
-            }
-            batch.txs.push(tx.encode().map_err(|e| err(&e.to_string()))?);
-        }
-        FaultClass::SelfTransferInflation | FaultClass::WithdrawalNotBurned => return Ok(None),
-        FaultClass::WrongStateRoot => {
-            let mut h = batch.signed.header.clone();
-            h.new_state_root[0] ^= 1;
-            batch.signed.header = h;
-            sealer.resign_batch(batch);
-            return Ok(None);
-        }
-        FaultClass::WrongTxRoot => {
-            let mut h = batch.signed.header.clone();
-            h.tx_root[0] ^= 1;
-            batch.signed.header = h;
-            sealer.resign_batch(batch);
-            return Ok(None);
-        }
-        FaultClass::BrokenChain => {
-            let mut h = batch.signed.header.clone();
-            h.prev_batch_hash[0] ^= 1;
-            batch.signed.header = h;
-            sealer.resign_batch(batch);
-            return Ok(None);
-        }
-        FaultClass::Equivocation => {
-            let mut other = batch.clone();
-            let mut h = other.signed.header.clone();
-            h.l1_height += 1;
-            other.signed.header = h;
-            sealer.resign_batch(&mut other);
-            return Ok(Some(other));
-        }
-    }
-    let _ = profile;
-    reseal(batch, sealer);
-    Ok(None)
 }
 
 #[cfg(test)]

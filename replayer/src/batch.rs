@@ -123,13 +123,20 @@ impl SignedHeader {
 
 /// The data commitment of a batch: binds the published tx bytes to the header, so that publishing
 /// txs that do not match `tx_root` is provable (`wrong-tx-root`).
+///
+/// `sha256(0x05 || batch hash || u32 n || n × (u32 len || tx bytes))`, integers big-endian, streamed
+/// into SHA-256 without first copying the txs into one buffer.
 pub fn data_hash(batch_hash: &Hash32, txs: &[Vec<u8>]) -> Hash32 {
-    let mut w = Writer::with_capacity(37 + txs.iter().map(|t| t.len() + 4).sum::<usize>());
-    w.u8(TAG_DATA).raw(batch_hash).u32(txs.len() as u32);
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([TAG_DATA]);
+    h.update(batch_hash);
+    h.update((txs.len() as u32).to_be_bytes());
     for t in txs {
-        w.u32(t.len() as u32).raw(t);
+        h.update((t.len() as u32).to_be_bytes());
+        h.update(t);
     }
-    crate::hash::sha256(&w.finish())
+    h.finalize().into()
 }
 
 /// A batch: signed header, the txs' canonical bytes, and the producer's signature over the data.
@@ -328,5 +335,27 @@ mod tests {
         let mut tampered = b.clone();
         tampered.txs[1] = vec![9];
         assert!(!tampered.data_signature_valid());
+    }
+
+    #[test]
+    fn streamed_data_hash_is_the_buffered_one() {
+        let buffered = |batch_hash: &Hash32, txs: &[Vec<u8>]| {
+            let mut w = Writer::with_capacity(64);
+            w.u8(TAG_DATA).raw(batch_hash).u32(txs.len() as u32);
+            for t in txs {
+                w.u32(t.len() as u32).raw(t);
+            }
+            crate::hash::sha256(&w.finish())
+        };
+        let cases: Vec<Vec<Vec<u8>>> = vec![
+            vec![],
+            vec![vec![]],
+            vec![sample_tx().encode().unwrap(), vec![1, 2, 3], vec![]],
+            (0..300).map(|i| vec![i as u8; i * 7 % 150]).collect(),
+        ];
+        for (k, txs) in cases.iter().enumerate() {
+            let bh = [k as u8; 32];
+            assert_eq!(data_hash(&bh, txs), buffered(&bh, txs), "case {k}");
+        }
     }
 }

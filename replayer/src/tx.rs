@@ -1,11 +1,13 @@
 //! L2 transactions: the published form, its canonical encoding (which the tx id and the tx root commit
 //! to), the signed message, and static validation (what can be judged from the tx alone).
 
-use crate::address::{parse_l1_address, parse_l2_address, AccountKey};
+use crate::address::{parse_l1_address, parse_l2_address, AccountKey, AddressError};
 use crate::encoding::{DecodeError, EncodeError, Reader, Writer};
 use crate::hash::{hexser, leaf_hash, sha256, Hash32};
-use crate::profile::Profile;
+use crate::profile::{L1Network, Profile};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use thiserror::Error;
 
 /// Version byte of the canonical tx encoding.
@@ -149,9 +151,21 @@ impl Tx {
         format!("{}:{}:{}:{}:{}", self.from, self.to, self.amount, self.nonce, self.tx_type)
     }
 
-    /// `sha256(utf8(signing_message))`, the 32 bytes the BIP-340 signature signs.
+    /// `sha256(utf8(signing_message))`, the 32 bytes the BIP-340 signature signs. The message is fed
+    /// to SHA-256 in parts, without building the `String`.
     pub fn signing_hash(&self) -> Hash32 {
-        sha256(self.signing_message().as_bytes())
+        let (mut amount, mut nonce) = ([0u8; U64_DIGITS], [0u8; U64_DIGITS]);
+        let mut h = Sha256::new();
+        h.update(self.from.as_bytes());
+        h.update(b":");
+        h.update(self.to.as_bytes());
+        h.update(b":");
+        h.update(decimal(self.amount, &mut amount));
+        h.update(b":");
+        h.update(decimal(self.nonce, &mut nonce));
+        h.update(b":");
+        h.update(self.tx_type.as_bytes());
+        h.finalize().into()
     }
 
     /// Canonical bytes (see docs/protocol.md, "Transaction encoding").
@@ -219,6 +233,32 @@ impl Tx {
     /// Static validation against a profile: type supported, addresses canonical on the network,
     /// amounts positive and in whole rune units where L1 is involved, fields present as the type needs.
     pub fn check(&self, profile: &Profile) -> Result<CheckedTx, TxFormatError> {
+        self.check_inner(profile, None, &mut false)
+    }
+
+    /// [`Tx::check`], with L2 addresses looked up in `cache` before they are parsed. The result is
+    /// identical: only addresses that passed the full check are ever in the cache, and a miss (or an
+    /// address that fails) goes through the same parser. The flag is true when the tx passed and at
+    /// least one of its L2 addresses missed the cache (the replayer then adds them to the cache).
+    pub fn check_cached(&self, profile: &Profile, cache: &AddressCache) -> Result<(CheckedTx, bool), TxFormatError> {
+        let mut missed = false;
+        let checked = self.check_inner(profile, Some(cache), &mut missed)?;
+        Ok((checked, missed))
+    }
+
+    fn check_inner(
+        &self,
+        profile: &Profile,
+        cache: Option<&AddressCache>,
+        missed: &mut bool,
+    ) -> Result<CheckedTx, TxFormatError> {
+        let mut l2 = |s: &str, net: L1Network| -> Result<AccountKey, AddressError> {
+            if let Some(k) = cache.and_then(|c| c.get(s, net)) {
+                return Ok(k);
+            }
+            *missed = true;
+            parse_l2_address(s, net)
+        };
         let kind = TxKind::parse(&self.tx_type).ok_or_else(|| TxFormatError::Unsupported(self.tx_type.clone()))?;
         let inv = |m: String| TxFormatError::Invalid(m);
         if self.amount == 0 {
@@ -228,15 +268,15 @@ impl Tx {
         let unit = profile.credits_per_rune_unit();
         match kind {
             TxKind::Transfer => {
-                let from_key = parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
-                let to_key = parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
+                let from_key = l2(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
+                let to_key = l2(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
                 if self.from_index.is_none() || self.to_index.is_none() {
                     return Err(inv("transfer needs from_index and to_index".into()));
                 }
                 Ok(CheckedTx { kind, from_key: Some(from_key), to_key: Some(to_key), outpoint: None })
             }
             TxKind::Withdrawal => {
-                let from_key = parse_l2_address(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
+                let from_key = l2(&self.from, net).map_err(|e| inv(format!("from: {e}")))?;
                 parse_l1_address(&self.to, net).map_err(|e| inv(format!("withdrawal destination: {e}")))?;
                 if !self.amount.is_multiple_of(unit) {
                     return Err(inv(format!(
@@ -253,7 +293,7 @@ impl Tx {
                 let outpoint = OutPointRef::parse(&self.from).ok_or_else(|| {
                     inv(format!("deposit from {:?} is not a canonical txid:vout outpoint", self.from))
                 })?;
-                let to_key = parse_l2_address(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
+                let to_key = l2(&self.to, net).map_err(|e| inv(format!("to: {e}")))?;
                 if !self.amount.is_multiple_of(unit) {
                     return Err(inv(format!(
                         "deposit amount {} is not a whole number of rune units ({unit} credits)",
@@ -269,6 +309,78 @@ impl Tx {
                 Ok(CheckedTx { kind, from_key: None, to_key: Some(to_key), outpoint: Some(outpoint) })
             }
         }
+    }
+}
+
+/// Most decimal digits of a `u64` (`u64::MAX` has 20).
+const U64_DIGITS: usize = 20;
+
+/// `v` in decimal, as `format!("{v}")` writes it, into the end of `buf`.
+fn decimal(mut v: u64, buf: &mut [u8; U64_DIGITS]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Most addresses an [`AddressCache`] holds before it starts over (bounds memory on huge workloads).
+pub const ADDRESS_CACHE_LIMIT: usize = 1 << 18;
+
+/// L2 addresses that passed the full canonical check ([`parse_l2_address`]) on one network, with
+/// their account keys, so that [`Tx::check_cached`] can skip the bech32 decode and re-encode of
+/// addresses it has seen. Owned by one user (a [`crate::Replayer`]): reads are shared during the
+/// parallel checks, and new addresses are added between them, so no lock is needed. Only the crate
+/// adds addresses, from checks that passed.
+#[derive(Debug, Default)]
+pub struct AddressCache {
+    network: Option<L1Network>,
+    map: HashMap<Box<str>, AccountKey>,
+}
+
+impl AddressCache {
+    /// The account key of `s`, when `s` passed the check on `network` before.
+    pub fn get(&self, s: &str, network: L1Network) -> Option<AccountKey> {
+        if self.network != Some(network) {
+            return None;
+        }
+        self.map.get(s).copied()
+    }
+
+    /// Remember the L2 addresses of `tx`, which passed [`Tx::check`] on `network` as `checked`. The
+    /// cache starts over when it is full, or when `network` differs from the one it holds. Crate-only:
+    /// a `checked` that is not the check of `tx` would make [`Tx::check_cached`] differ from
+    /// [`Tx::check`].
+    pub(crate) fn learn(&mut self, network: L1Network, tx: &Tx, checked: &CheckedTx) {
+        if self.network != Some(network) {
+            self.map.clear();
+            self.network = Some(network);
+        }
+        // Only a passed check sets these keys: `from_key` from `tx.from`, `to_key` from `tx.to`.
+        for (s, key) in [(&tx.from, checked.from_key), (&tx.to, checked.to_key)] {
+            let Some(key) = key else { continue };
+            if self.map.contains_key(s.as_str()) {
+                continue;
+            }
+            if self.map.len() >= ADDRESS_CACHE_LIMIT {
+                self.map.clear();
+            }
+            self.map.insert(s.as_str().into(), key);
+        }
+    }
+
+    /// Addresses held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no address is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }
 
@@ -398,5 +510,129 @@ mod tests {
         assert!(OutPointRef::parse(&format!("{}:0", "ab".repeat(32))).is_some());
         assert!(OutPointRef::parse(&format!("{}:01", "ab".repeat(32))).is_none());
         assert!(OutPointRef::parse(&format!("{}:0", "AB".repeat(32))).is_none());
+    }
+
+    #[test]
+    fn signing_hash_is_sha256_of_the_message() {
+        let numbers = [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX as u64,
+            1 << 53,
+            9_999_999_999_999_999_999,
+            10_000_000_000_000_000_000,
+            i64::MAX as u64,
+            1 << 63,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let texts = ["", ":", "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr", "é€𝄞 ", "a:b:c"];
+        let mut n = 0;
+        for (k, &amount) in numbers.iter().enumerate() {
+            for &nonce in &numbers {
+                let mut t = sample();
+                t.amount = amount;
+                t.nonce = nonce;
+                t.from = texts[k % texts.len()].into();
+                t.to = texts[(k + 2) % texts.len()].into();
+                t.tx_type = ["transfer", "withdrawal", "deposit", "", "x_y"][k % 5].into();
+                let want = sha256(format!("{}:{}:{}:{}:{}", t.from, t.to, t.amount, t.nonce, t.tx_type).as_bytes());
+                assert_eq!(t.signing_hash(), want, "{t:?}");
+                assert_eq!(t.signing_hash(), sha256(t.signing_message().as_bytes()));
+                n += 1;
+            }
+        }
+        assert_eq!(n, numbers.len() * numbers.len());
+        let mut buf = [0u8; U64_DIGITS];
+        for v in numbers {
+            assert_eq!(decimal(v, &mut buf), v.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn cached_check_is_the_check() {
+        let main = Profile::load("mainnet").unwrap();
+        let regtest = Profile::load("regtest").unwrap();
+        let a = "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr";
+        let b = "bc1p4qhjn9zdvkux4e44uhx8tc55attvtyu358kutcqkudyccelu0was9fqzwh";
+        let mut txs = vec![sample()];
+        let mut t = sample();
+        t.to = a.to_uppercase();
+        txs.push(t);
+        let mut t = sample();
+        t.from = "bcrt1p4qhjn9zdvkux4e44uhx8tc55attvtyu358kutcqkudyccelu0wasuu3a4l".into();
+        txs.push(t);
+        let mut t = sample();
+        t.from = b.into();
+        t.to = a.into();
+        txs.push(t);
+        let mut t = sample();
+        t.tx_type = "withdrawal".into();
+        t.to = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".into();
+        t.to_index = None;
+        t.amount = 100_000_000;
+        txs.push(t);
+        let mut t = sample();
+        t.tx_type = "withdrawal".into();
+        t.to = a.into();
+        t.to_index = None;
+        txs.push(t);
+        let mut t = sample();
+        t.tx_type = "deposit".into();
+        t.from = format!("{}:0", "ab".repeat(32));
+        t.nonce = 0;
+        t.pubkey = [0; 32];
+        t.signature = [0; 64];
+        t.from_index = None;
+        t.amount = 100_000_000;
+        txs.push(t);
+        let mut t = sample();
+        t.to = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4".into();
+        txs.push(t);
+        let mut t = sample();
+        t.amount = 0;
+        txs.push(t);
+        // The first cache learns on both networks in turn (so it starts over at each switch), the
+        // second only on mainnet (so the regtest checks see a cache of another network).
+        let mut caches = [AddressCache::default(), AddressCache::default()];
+        for round in 0..3 {
+            for p in [&main, &regtest] {
+                for (c, cache) in caches.iter_mut().enumerate() {
+                    for (i, t) in txs.iter().enumerate() {
+                        let want = t.check(p);
+                        let got = t.check_cached(p, cache);
+                        let what = format!("round {round}, {}, cache {c}, tx {i}", p.network);
+                        assert_eq!(got.as_ref().map(|(c, _)| c.clone()).map_err(|e| e.clone()), want, "{what}");
+                        if let Ok((checked, true)) = got {
+                            if c == 0 || p.network == main.network {
+                                cache.learn(p.network, t, &checked);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!caches[0].is_empty());
+        let mut c = AddressCache::default();
+        c.learn(main.network, &txs[3], &txs[3].check(&main).unwrap());
+        assert_eq!(c.len(), 2);
+        assert!(c.get(a, main.network).is_some() && c.get(a, regtest.network).is_none());
+        assert!(txs[3].check_cached(&main, &c).is_ok_and(|(_, fresh)| !fresh));
+        assert!(txs[0].check_cached(&main, &c).is_ok_and(|(_, fresh)| !fresh));
+        let mut t = sample();
+        t.from = crate::address::format_l2_address(&AccountKey([5; 32]), regtest.network);
+        t.to = t.from.clone();
+        assert!(t.check_cached(&regtest, &c).is_ok_and(|(_, fresh)| fresh), "{:?}", t.check(&regtest));
+        c.learn(regtest.network, &t, &t.check(&regtest).unwrap());
+        assert_eq!(c.len(), 1);
+        assert!(t.check_cached(&regtest, &c).is_ok_and(|(_, fresh)| !fresh));
+        assert!(txs[3].check_cached(&main, &c).is_ok_and(|(_, fresh)| fresh));
     }
 }

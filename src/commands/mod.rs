@@ -1,5 +1,6 @@
 //! The subcommands of the binary, one file each.
 
+pub mod devnet;
 pub mod gen_workload;
 pub mod replay;
 pub mod verify_proof;

@@ -1,0 +1,117 @@
+//! `kray-guardian devnet`: a local KRAY L2 on a throwaway regtest bitcoind, with the reference
+//! sequencer, the publication API, a traffic generator and fault injection.
+
+use anyhow::Context;
+use kray_devnet::faults::FaultSpec;
+use kray_devnet::runner::{Devnet, DevnetConfig};
+use kray_devnet::traffic::{self, TrafficConfig, TrafficStats};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `kray-guardian devnet`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevnetArgs {
+    /// Data dir: profile.toml, genesis.json and batches/ are written here.
+    #[arg(long, default_value = "devnet-data")]
+    pub data: PathBuf,
+    /// Users funded with the rune on L1, each depositing to the bridge.
+    #[arg(long, default_value_t = 3)]
+    pub users: usize,
+    /// Seed of the producer and user keys.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Milliseconds between batches.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_interval_ms: u64,
+    /// Mine one block after every batch (otherwise mine with bitcoin-cli yourself).
+    #[arg(long)]
+    pub auto_mine: bool,
+    /// Public API port (0: a free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Admin API port (0: a free port).
+    #[arg(long, default_value_t = 0)]
+    pub admin_port: u16,
+    /// Transfers per second the users send (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub traffic_rate: f64,
+    /// A fault to commit, NAME[@BATCH] (repeatable): a replayer fault class, or stop-anchoring,
+    /// withhold, wrong-anchor, credit-deposit-twice, pay-early, theft, key-path-sweep.
+    #[arg(long = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// Bridge internal key = the first signer's key (key-path spendable, as the JavaScript).
+    #[arg(long)]
+    pub legacy_internal_key: bool,
+    /// Stop after N seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub for_seconds: Option<u64>,
+}
+
+/// Run the devnet until Ctrl-C or `--for-seconds`.
+pub fn run(args: &DevnetArgs) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
+    let config = DevnetConfig {
+        data_dir: args.data.clone(),
+        users: args.users,
+        seed: args.seed,
+        batch_interval: Duration::from_millis(args.batch_interval_ms.max(50)),
+        auto_mine: args.auto_mine,
+        port: args.port,
+        admin_port: args.admin_port,
+        faults: args.faults.clone(),
+        legacy_internal_key: args.legacy_internal_key,
+        ..DevnetConfig::default()
+    };
+    let mut devnet = Devnet::start(config).await.context("starting the devnet")?;
+    let info = devnet.info.clone();
+    println!("devnet up");
+    println!("  API:      {}", info.api_url);
+    println!("  admin:    {}", info.admin_url);
+    println!("  bitcoind: {}", info.bitcoind_url);
+    println!("  data:     {}", info.data_dir.display());
+    println!("  rune:     {}   bridge: {}", info.rune_id, info.bridge_address);
+    for (i, a) in info.user_addresses.iter().enumerate() {
+        println!("  user {i}:   {a}");
+    }
+    println!("  replay (while the devnet runs; its bitcoind stops with it):");
+    println!("    {}", info.replay_command());
+    let stats = Arc::new(TrafficStats::default());
+    let traffic = (args.traffic_rate > 0.0).then(|| {
+        tokio::spawn(traffic::run(
+            TrafficConfig {
+                api_url: info.api_url.clone(),
+                seed: args.seed,
+                users: args.users,
+                rate: args.traffic_rate,
+                network: devnet.profile().network,
+            },
+            stats.clone(),
+        ))
+    });
+    let secs = args.for_seconds;
+    let stop = async move {
+        match secs {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    let result = devnet.run(stop).await;
+    if let Some(t) = traffic {
+        t.abort();
+    }
+    result.context("devnet")?;
+    println!(
+        "devnet stopped at height {}; transfers accepted {}, refused {}",
+        devnet.height(),
+        stats.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        stats.refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(0)
+}
