@@ -401,3 +401,54 @@ async fn l1_faults_withhold_wrong_anchor_pay_early_and_key_path_sweep() {
     let (_, f) = get(&client, format!("{admin}/admin/faults")).await;
     assert_eq!(f["committed"].as_array().map(Vec::len), Some(5), "{f}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devnet_seals_early_when_batch_max_txs_wait() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path(), &[]);
+    cfg.batch_interval = Duration::from_secs(3600);
+    cfg.batch_max_txs = 6;
+    let mut d = Devnet::start(cfg).await.expect("devnet starts");
+    let client = reqwest::Client::new();
+    let api = d.info.api_url.clone();
+    let addrs = d.info.user_addresses.clone();
+    let keys: Vec<_> = (0..3).map(|i| *d.user(i).expect("user")).collect();
+    let net = d.profile().network;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = tokio::spawn(async move {
+        d.run(async {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    // The interval's first tick seals batch 1 (the deposits) at once; the next is an hour away.
+    let latest = |c: reqwest::Client, api: String| async move { get(&c, format!("{api}/l2/batches/latest")).await };
+    for _ in 0..100 {
+        if latest(client.clone(), api.clone()).await.1["batch_id"].as_u64() == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for k in 0..6 {
+        let from = k % 3;
+        let acct = traffic::account(&client, &api, &addrs[from]).await.expect("account");
+        let tx = user_tx(&keys[from], net, "transfer", &addrs[(from + 1) % 3], 10, acct.next_nonce);
+        traffic::submit(&client, &api, &tx).await.expect("transfer accepted");
+    }
+    let mut sealed = None;
+    for _ in 0..100 {
+        let (_, v) = latest(client.clone(), api.clone()).await;
+        if v["batch_id"].as_u64() == Some(2) {
+            sealed = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = sealed.expect("batch 2 sealed long before the hour-long interval");
+    assert_eq!(v["signed_header"]["header"]["tx_count"].as_u64(), Some(6), "{v}");
+    let _ = stop_tx.send(());
+    runner.await.expect("runner task").expect("runner stops cleanly");
+}

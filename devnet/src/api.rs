@@ -111,6 +111,12 @@ fn served(p: &Published, id: u64) -> Option<&Batch> {
     if p.withheld.contains(&id) {
         return None;
     }
+    if let Some(other) = p.equivocations.get(&id) {
+        let n = p.equivocation_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 2 == 1 {
+            return Some(other);
+        }
+    }
     p.batches.get(&id)
 }
 
@@ -365,6 +371,13 @@ mod tests {
         assert_eq!(r.status(), 304);
         let v: Value = c.get(format!("{url}/l2/accounts/{}", addrs[0])).send().await.unwrap().json().await.unwrap();
         assert_eq!((v["nonce"].as_u64(), v["next_nonce"].as_u64()), (Some(1), Some(1)));
+        // An equivocated id: the original and the conflicting copy on alternate requests.
+        let mut other = sealed.batch.clone();
+        other.data_signature[0] ^= 1;
+        st.published.write().unwrap().equivocations.insert(1, other.clone());
+        let a = c.get(format!("{url}/l2/batches/1")).send().await.unwrap().text().await.unwrap();
+        let b = c.get(format!("{url}/l2/batches/1")).send().await.unwrap().text().await.unwrap();
+        assert_eq!([a, b], [sealed.batch.to_json(), other.to_json()]);
         st.published.write().unwrap().withheld.insert(1);
         assert_eq!(c.get(format!("{url}/l2/batches/1")).send().await.unwrap().status(), 404);
         let v: Value = c.get(format!("{url}/l2/batches")).send().await.unwrap().json().await.unwrap();

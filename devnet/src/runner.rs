@@ -54,6 +54,8 @@ pub struct DevnetConfig {
     pub deposit_units: u64,
     /// Time between batches.
     pub batch_interval: Duration,
+    /// Seal early as soon as this many user txs wait (0: only on the interval).
+    pub batch_max_txs: usize,
     /// Mine a block after every batch.
     pub auto_mine: bool,
     /// Public API port (0: any free port).
@@ -76,6 +78,7 @@ impl Default for DevnetConfig {
             seed: 1,
             deposit_units: 10_000,
             batch_interval: Duration::from_secs(2),
+            batch_max_txs: 0,
             auto_mine: true,
             port: 0,
             admin_port: 0,
@@ -755,27 +758,41 @@ impl Devnet {
         Ok(())
     }
 
-    /// Tick every `batch_interval` until `stop` resolves. A failed tick is logged and retried; after
-    /// [`MAX_FAILED_TICKS`] failures in a row the error is returned.
+    /// True when `batch_max_txs` user txs (or more) wait in the mempool.
+    fn mempool_full(&self) -> bool {
+        self.config.batch_max_txs > 0
+            && self.state.seq.lock().map(|s| s.mempool_len() >= self.config.batch_max_txs).unwrap_or(false)
+    }
+
+    /// Tick every `batch_interval`, or as soon as `batch_max_txs` txs wait, until `stop` resolves. A
+    /// failed tick is logged and retried; after [`MAX_FAILED_TICKS`] failures in a row the error is
+    /// returned.
     pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), DevnetError> {
         tokio::pin!(stop);
         let mut interval = tokio::time::interval(self.config.batch_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
         let mut failures = 0;
         loop {
-            tokio::select! {
+            let due = tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = interval.tick() => match self.tick().await {
-                    Ok(id) => {
-                        failures = 0;
-                        tracing::info!(batch = id, height = self.scanned, "batch sealed and published");
-                    }
-                    Err(e) if failures + 1 < MAX_FAILED_TICKS => {
-                        failures += 1;
-                        tracing::error!(error = %e, failures, "devnet tick failed, retrying");
-                    }
-                    Err(e) => return Err(e),
-                },
+                _ = interval.tick() => true,
+                _ = poll.tick() => self.mempool_full(),
+            };
+            if !due {
+                continue;
+            }
+            interval.reset();
+            match self.tick().await {
+                Ok(id) => {
+                    failures = 0;
+                    tracing::info!(batch = id, height = self.scanned, "batch sealed and published");
+                }
+                Err(e) if failures + 1 < MAX_FAILED_TICKS => {
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "devnet tick failed, retrying");
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -316,8 +316,11 @@ pub struct ChallengeRecord {
 pub struct Published {
     /// Published batches by id.
     pub batches: BTreeMap<u64, Batch>,
-    /// Conflicting second batches (equivocation), by id.
+    /// Conflicting second batches (equivocation), by id. The API serves the original and this copy on
+    /// alternate requests, as an equivocating sequencer shows different batches to different mirrors.
     pub equivocations: BTreeMap<u64, Batch>,
+    /// Requests served for equivocated ids (alternates the copy served).
+    pub equivocation_reads: std::sync::atomic::AtomicU64,
     /// Batch ids whose data is withheld (fault).
     pub withheld: std::collections::BTreeSet<u64>,
     /// Anchors by batch id.

@@ -24,6 +24,9 @@ pub struct DevnetArgs {
     /// Milliseconds between batches.
     #[arg(long, default_value_t = 2000)]
     pub batch_interval_ms: u64,
+    /// Seal early as soon as this many user txs wait (0: only on the interval).
+    #[arg(long, default_value_t = 0)]
+    pub batch_max_txs: usize,
     /// Mine one block after every batch (otherwise mine with bitcoin-cli yourself).
     #[arg(long)]
     pub auto_mine: bool,
@@ -60,6 +63,7 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
         users: args.users,
         seed: args.seed,
         batch_interval: Duration::from_millis(args.batch_interval_ms.max(50)),
+        batch_max_txs: args.batch_max_txs,
         auto_mine: args.auto_mine,
         port: args.port,
         admin_port: args.admin_port,
