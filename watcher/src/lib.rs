@@ -1,3 +1,4 @@
-//! L1 and L2 observation for the guardian: chain following with reorgs, anchor scanning, bridge and
-//! rune tracking, the batch mirror and the SQL store. (Built by issue #4; this crate is a placeholder
-//! until then.)
+//! L1 and L2 observation for the guardian: chain following with reorgs (`chain`) and the SQL store
+//! (`store`). Anchor scanning, bridge and rune tracking and the batch mirror follow (issue #4).
+pub mod chain;
+pub mod store;

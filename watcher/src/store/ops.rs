@@ -1,0 +1,436 @@
+//! The operations, written once as SQL valid on both SQLite and PostgreSQL (`$n` placeholders,
+//! `ON CONFLICT`, `excluded.`), and instantiated per backend by [`backend_ops!`] with concrete
+//! sqlx types (no `Any` driver, no generic trait bounds).
+
+/// Generates a module of operations for one sqlx backend.
+macro_rules! backend_ops {
+    ($module:ident, $db:ty, $conn:ty, $begin:expr) => {
+        pub(crate) mod $module {
+            use sqlx::{Pool, QueryBuilder};
+
+            use crate::store::error::{to_i64, to_u64, Result, StoreError};
+            use crate::store::types::*;
+
+            type Db = $db;
+            type Conn = $conn;
+
+            /// The statement opening write transactions (SQLite: `BEGIN IMMEDIATE`, so a writer waits
+            /// for the lock up front instead of failing with `SQLITE_BUSY` when upgrading a read).
+            const BEGIN: &str = $begin;
+
+            /// Rows per multi-row `INSERT` (5 binds each: far below both backends' limits).
+            const BATCH_CHUNK: usize = 500;
+
+            type DepositRow = (String, i64, i64, String, String, Option<String>, Option<i64>, Option<String>);
+            type FindingRow = (
+                String,
+                String,
+                String,
+                Option<i64>,
+                Option<String>,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                String,
+                Option<i64>,
+                Option<String>,
+            );
+
+            fn vout(v: i64) -> Result<u32> {
+                u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("vout {v}")))
+            }
+
+            fn header(row: (i64, String, String)) -> Result<L1Header> {
+                Ok(L1Header { height: to_u64(row.0, "height")?, hash: row.1, prev_hash: row.2 })
+            }
+
+            fn deposit_row(r: DepositRow) -> Result<Deposit> {
+                let amount = r.4.parse::<u128>().map_err(|_| StoreError::Corrupt(format!("amount {:?}", r.4)))?;
+                Ok(Deposit {
+                    outpoint: Outpoint { txid: r.0, vout: vout(r.1)? },
+                    height: to_u64(r.2, "height")?,
+                    block_hash: r.3,
+                    amount,
+                    spent_by: r.5,
+                    spent_height: r.6.map(|h| to_u64(h, "spent_height")).transpose()?,
+                    spent_block_hash: r.7,
+                })
+            }
+
+            fn finding(r: FindingRow) -> Result<Finding> {
+                let evidence =
+                    serde_json::from_str(&r.8).map_err(|e| StoreError::Corrupt(format!("evidence of {}: {e}", r.0)))?;
+                Ok(Finding {
+                    id: r.0,
+                    kind: r.1,
+                    severity: r.2.parse()?,
+                    batch_id: r.3.map(|b| to_u64(b, "batch_id")).transpose()?,
+                    outpoint: r.4.map(|o| o.parse()).transpose()?,
+                    first_seen: r.5,
+                    resolved_at: r.6,
+                    deadline_height: r.7.map(|h| to_u64(h, "deadline_height")).transpose()?,
+                    evidence,
+                    height: r.9.map(|h| to_u64(h, "height")).transpose()?,
+                    block_hash: r.10,
+                })
+            }
+
+            const FINDING_COLS: &str = "id, kind, severity, batch_id, outpoint, first_seen, resolved_at, \
+                 deadline_height, evidence, height, block_hash";
+            const DEPOSIT_COLS: &str =
+                "txid, vout, height, block_hash, amount, spent_by, spent_height, spent_block_hash";
+
+            pub(crate) async fn migrate(pool: &Pool<Db>) -> Result<()> {
+                crate::store::MIGRATOR.run(pool).await?;
+                Ok(())
+            }
+
+            pub(crate) async fn header_at(pool: &Pool<Db>, height: u64) -> Result<Option<L1Header>> {
+                let row: Option<(i64, String, String)> =
+                    sqlx::query_as("SELECT height, hash, prev_hash FROM l1_headers WHERE height = $1")
+                        .bind(to_i64(height)?)
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(header).transpose()
+            }
+
+            pub(crate) async fn tip_header(pool: &Pool<Db>) -> Result<Option<L1Header>> {
+                let row: Option<(i64, String, String)> =
+                    sqlx::query_as("SELECT height, hash, prev_hash FROM l1_headers ORDER BY height DESC LIMIT 1")
+                        .fetch_optional(pool)
+                        .await?;
+                row.map(header).transpose()
+            }
+
+            pub(crate) async fn headers_from(pool: &Pool<Db>, height: u64) -> Result<Vec<L1Header>> {
+                let rows: Vec<(i64, String, String)> =
+                    sqlx::query_as("SELECT height, hash, prev_hash FROM l1_headers WHERE height >= $1 ORDER BY height")
+                        .bind(to_i64(height)?)
+                        .fetch_all(pool)
+                        .await?;
+                rows.into_iter().map(header).collect()
+            }
+
+            pub(crate) async fn header_count(pool: &Pool<Db>) -> Result<u64> {
+                let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM l1_headers").fetch_one(pool).await?;
+                to_u64(n, "count")
+            }
+
+            async fn cursor_in(conn: &mut Conn, stage: &str) -> Result<Option<Cursor>> {
+                let row: Option<(String, i64, String)> =
+                    sqlx::query_as("SELECT stage, height, hash FROM cursors WHERE stage = $1")
+                        .bind(stage)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                row.map(|(stage, h, hash)| Ok(Cursor { stage, height: to_u64(h, "cursor height")?, hash })).transpose()
+            }
+
+            async fn set_cursor_in(conn: &mut Conn, cursor: &Cursor) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO cursors (stage, height, hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (stage) DO UPDATE SET height = excluded.height, hash = excluded.hash",
+                )
+                .bind(&cursor.stage)
+                .bind(to_i64(cursor.height)?)
+                .bind(&cursor.hash)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn cursor(pool: &Pool<Db>, stage: &str) -> Result<Option<Cursor>> {
+                let mut conn = pool.acquire().await?;
+                cursor_in(&mut conn, stage).await
+            }
+
+            pub(crate) async fn set_cursor(pool: &Pool<Db>, cursor: &Cursor) -> Result<()> {
+                let mut conn = pool.acquire().await?;
+                set_cursor_in(&mut conn, cursor).await
+            }
+
+            async fn insert_finding_in(conn: &mut Conn, f: &Finding) -> Result<bool> {
+                let evidence =
+                    serde_json::to_string(&f.evidence).map_err(|e| StoreError::Encode(format!("evidence: {e}")))?;
+                let done = sqlx::query(
+                    "INSERT INTO findings (id, kind, severity, batch_id, outpoint, first_seen, resolved_at, \
+                     deadline_height, evidence, height, block_hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&f.id)
+                .bind(&f.kind)
+                .bind(f.severity.as_str())
+                .bind(f.batch_id.map(to_i64).transpose()?)
+                .bind(f.outpoint.as_ref().map(|o| o.to_string()))
+                .bind(f.first_seen)
+                .bind(f.resolved_at)
+                .bind(f.deadline_height.map(to_i64).transpose()?)
+                .bind(evidence)
+                .bind(f.height.map(to_i64).transpose()?)
+                .bind(&f.block_hash)
+                .execute(&mut *conn)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn apply_effect(conn: &mut Conn, block: &L1Header, effect: &Effect) -> Result<()> {
+                let height = to_i64(block.height)?;
+                match effect {
+                    Effect::Anchor { outpoint, root } => {
+                        sqlx::query(
+                            "INSERT INTO anchors (txid, vout, height, block_hash, root) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(root)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Effect::Deposit { outpoint, amount } => {
+                        sqlx::query(
+                            "INSERT INTO deposits (txid, vout, height, block_hash, amount) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(amount.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Effect::Spend { outpoint, spent_by } => {
+                        let done = sqlx::query(
+                            "UPDATE deposits SET spent_by = $1, spent_height = $2, spent_block_hash = $3 \
+                             WHERE txid = $4 AND vout = $5 AND spent_by IS NULL",
+                        )
+                        .bind(spent_by)
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .execute(&mut *conn)
+                        .await?;
+                        if done.rows_affected() != 1 {
+                            return Err(StoreError::UnknownOutpoint(outpoint.clone()));
+                        }
+                    }
+                    Effect::Finding(f) => {
+                        let mut f = f.clone();
+                        f.height = Some(block.height);
+                        f.block_hash = Some(block.hash.clone());
+                        insert_finding_in(conn, &f).await?;
+                    }
+                }
+                Ok(())
+            }
+
+            pub(crate) async fn apply_block(
+                pool: &Pool<Db>,
+                block: &L1Header,
+                effects: &[Effect],
+                headers_kept: u64,
+            ) -> Result<()> {
+                let mut tx = pool.begin_with(BEGIN).await?;
+                if let Some(c) = cursor_in(&mut tx, CHAIN_STAGE).await? {
+                    if c.height.checked_add(1) != Some(block.height) || c.hash != block.prev_hash {
+                        return Err(StoreError::NotExtending {
+                            height: block.height,
+                            prev_hash: block.prev_hash.clone(),
+                            cursor_height: c.height,
+                            cursor_hash: c.hash,
+                        });
+                    }
+                }
+                let height = to_i64(block.height)?;
+                sqlx::query("INSERT INTO l1_headers (height, hash, prev_hash) VALUES ($1, $2, $3)")
+                    .bind(height)
+                    .bind(&block.hash)
+                    .bind(&block.prev_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                for effect in effects {
+                    apply_effect(&mut tx, block, effect).await?;
+                }
+                let cursor = Cursor { stage: CHAIN_STAGE.to_string(), height: block.height, hash: block.hash.clone() };
+                set_cursor_in(&mut tx, &cursor).await?;
+                let keep = i64::try_from(headers_kept).unwrap_or(i64::MAX);
+                if let Some(oldest) = height.checked_sub(keep) {
+                    sqlx::query("DELETE FROM l1_headers WHERE height <= $1").bind(oldest).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            pub(crate) async fn rollback_above(pool: &Pool<Db>, height: u64) -> Result<Rollback> {
+                let h = to_i64(height)?;
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let fork: Option<(String,)> = sqlx::query_as("SELECT hash FROM l1_headers WHERE height = $1")
+                    .bind(h)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut r = Rollback::default();
+                let (above,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM cursors WHERE height > $1")
+                    .bind(h)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if above > 0 {
+                    let Some((fork_hash,)) = fork else {
+                        return Err(StoreError::UnknownForkPoint(height));
+                    };
+                    r.cursors = sqlx::query("UPDATE cursors SET height = $1, hash = $2 WHERE height > $1")
+                        .bind(h)
+                        .bind(fork_hash)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                r.headers = sqlx::query("DELETE FROM l1_headers WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                r.anchors = sqlx::query("DELETE FROM anchors WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                r.deposits = sqlx::query("DELETE FROM deposits WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                r.unspent = sqlx::query(
+                    "UPDATE deposits SET spent_by = NULL, spent_height = NULL, spent_block_hash = NULL \
+                     WHERE spent_height > $1",
+                )
+                .bind(h)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                r.findings = sqlx::query("DELETE FROM findings WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(r)
+            }
+
+            pub(crate) async fn anchors(pool: &Pool<Db>) -> Result<Vec<Anchor>> {
+                let rows: Vec<(String, i64, i64, String, String)> = sqlx::query_as(
+                    "SELECT txid, vout, height, block_hash, root FROM anchors ORDER BY height, txid, vout",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(txid, v, h, block_hash, root)| {
+                        Ok(Anchor {
+                            outpoint: Outpoint { txid, vout: vout(v)? },
+                            height: to_u64(h, "height")?,
+                            block_hash,
+                            root,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn deposits(pool: &Pool<Db>) -> Result<Vec<Deposit>> {
+                let sql = format!("SELECT {DEPOSIT_COLS} FROM deposits ORDER BY height, txid, vout");
+                let rows: Vec<DepositRow> = sqlx::query_as(&sql).fetch_all(pool).await?;
+                rows.into_iter().map(deposit_row).collect()
+            }
+
+            pub(crate) async fn deposit(pool: &Pool<Db>, outpoint: &Outpoint) -> Result<Option<Deposit>> {
+                let sql = format!("SELECT {DEPOSIT_COLS} FROM deposits WHERE txid = $1 AND vout = $2");
+                let row: Option<DepositRow> = sqlx::query_as(&sql)
+                    .bind(&outpoint.txid)
+                    .bind(i64::from(outpoint.vout))
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(deposit_row).transpose()
+            }
+
+            pub(crate) async fn insert_batches(pool: &Pool<Db>, copies: &[BatchCopy]) -> Result<u64> {
+                let ids = copies.iter().map(|c| to_i64(c.batch_id)).collect::<Result<Vec<i64>>>()?;
+                let mut tx = pool.begin_with(BEGIN).await?;
+                let mut inserted = 0;
+                for (chunk, ids) in copies.chunks(BATCH_CHUNK).zip(ids.chunks(BATCH_CHUNK)) {
+                    let mut qb: QueryBuilder<'_, Db> =
+                        QueryBuilder::new("INSERT INTO batches (batch_id, content_hash, source, raw, received_at) ");
+                    qb.push_values(chunk.iter().zip(ids), |mut b, (c, id)| {
+                        b.push_bind(*id)
+                            .push_bind(c.content_hash.as_str())
+                            .push_bind(c.source.as_str())
+                            .push_bind(c.raw.as_slice())
+                            .push_bind(c.received_at);
+                    });
+                    qb.push(" ON CONFLICT (batch_id, content_hash) DO NOTHING");
+                    inserted += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
+
+            pub(crate) async fn batch_copies(pool: &Pool<Db>, batch_id: u64) -> Result<Vec<BatchCopy>> {
+                let rows: Vec<(i64, String, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT batch_id, source, content_hash, raw, received_at FROM batches WHERE batch_id = $1 \
+                     ORDER BY received_at, content_hash",
+                )
+                .bind(to_i64(batch_id)?)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, source, content_hash, raw, received_at)| {
+                        Ok(BatchCopy { batch_id: to_u64(id, "batch_id")?, source, content_hash, raw, received_at })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn conflicting_batch_ids(pool: &Pool<Db>) -> Result<Vec<u64>> {
+                let rows: Vec<(i64,)> = sqlx::query_as(
+                    "SELECT batch_id FROM batches GROUP BY batch_id HAVING COUNT(*) > 1 ORDER BY batch_id",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(|(id,)| to_u64(id, "batch_id")).collect()
+            }
+
+            pub(crate) async fn max_batch_id(pool: &Pool<Db>) -> Result<Option<u64>> {
+                let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(batch_id) FROM batches").fetch_one(pool).await?;
+                id.map(|id| to_u64(id, "batch_id")).transpose()
+            }
+
+            pub(crate) async fn insert_finding(pool: &Pool<Db>, f: &Finding) -> Result<bool> {
+                let mut conn = pool.acquire().await?;
+                insert_finding_in(&mut conn, f).await
+            }
+
+            pub(crate) async fn resolve_finding(pool: &Pool<Db>, id: &str, at: i64) -> Result<bool> {
+                let done = sqlx::query("UPDATE findings SET resolved_at = $1 WHERE id = $2 AND resolved_at IS NULL")
+                    .bind(at)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub(crate) async fn finding_by_id(pool: &Pool<Db>, id: &str) -> Result<Option<Finding>> {
+                let sql = format!("SELECT {FINDING_COLS} FROM findings WHERE id = $1");
+                let row: Option<FindingRow> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
+                row.map(finding).transpose()
+            }
+
+            pub(crate) async fn findings(pool: &Pool<Db>, open_only: bool) -> Result<Vec<Finding>> {
+                let filter = if open_only { "WHERE resolved_at IS NULL " } else { "" };
+                let sql = format!("SELECT {FINDING_COLS} FROM findings {filter}ORDER BY first_seen, id");
+                let rows: Vec<FindingRow> = sqlx::query_as(&sql).fetch_all(pool).await?;
+                rows.into_iter().map(finding).collect()
+            }
+        }
+    };
+}
+
+backend_ops!(sqlite, sqlx::Sqlite, sqlx::SqliteConnection, "BEGIN IMMEDIATE");
+backend_ops!(postgres, sqlx::Postgres, sqlx::PgConnection, "BEGIN");

@@ -1,0 +1,227 @@
+//! Rows of the store, as typed values. Hashes, txids and roots are lowercase hex strings (display
+//! order for Bitcoin hashes), so the store does not depend on any Bitcoin library.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::error::StoreError;
+
+/// The name of the cursor that [`Store::apply_block`](super::Store::apply_block) moves.
+pub const CHAIN_STAGE: &str = "l1";
+
+/// The minimum number of L1 headers kept for fork detection (one week of blocks).
+pub const MIN_HEADERS_KEPT: u64 = 1_008;
+
+/// An L1 block header as the follower sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L1Header {
+    /// Block height.
+    pub height: u64,
+    /// Block hash (hex).
+    pub hash: String,
+    /// Hash of the parent block (hex).
+    pub prev_hash: String,
+}
+
+/// Progress of one pipeline stage: the last L1 block whose effects are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Stage name (e.g. [`CHAIN_STAGE`]).
+    pub stage: String,
+    /// Height of the last applied block.
+    pub height: u64,
+    /// Hash of the last applied block.
+    pub hash: String,
+}
+
+/// A transaction output reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Outpoint {
+    /// Txid (hex, display order).
+    pub txid: String,
+    /// Output index.
+    pub vout: u32,
+}
+
+impl fmt::Display for Outpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.txid, self.vout)
+    }
+}
+
+impl FromStr for Outpoint {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (txid, vout) = s.rsplit_once(':').ok_or_else(|| StoreError::Corrupt(format!("outpoint {s:?}")))?;
+        let vout = vout.parse().map_err(|_| StoreError::Corrupt(format!("outpoint {s:?}")))?;
+        Ok(Outpoint { txid: txid.to_string(), vout })
+    }
+}
+
+/// A KRAY anchor found on L1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The `OP_RETURN` output.
+    pub outpoint: Outpoint,
+    /// Height of the block holding it.
+    pub height: u64,
+    /// Hash of that block.
+    pub block_hash: String,
+    /// The anchored 32-byte root (hex).
+    pub root: String,
+}
+
+/// A bridge outpoint (a deposit into the 2-of-3 bridge) and its spend, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deposit {
+    /// The bridge output.
+    pub outpoint: Outpoint,
+    /// Height of the block that created it.
+    pub height: u64,
+    /// Hash of that block.
+    pub block_hash: String,
+    /// Rune amount in base units (stored as decimal text: it may exceed `i64`).
+    pub amount: u128,
+    /// Txid of the spending transaction, if spent.
+    pub spent_by: Option<String>,
+    /// Height of the block holding the spend, if spent.
+    pub spent_height: Option<u64>,
+    /// Hash of the block holding the spend, if spent.
+    pub spent_block_hash: Option<String>,
+}
+
+/// One copy of a batch as received from a publication source. Two different copies for one
+/// `batch_id` are both kept (evidence of equivocation); an identical copy is stored once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCopy {
+    /// Batch id (`batch_id` of the header).
+    pub batch_id: u64,
+    /// Where it came from (publication API URL, peer, file).
+    pub source: String,
+    /// Hash of `raw` (hex), the copy's identity.
+    pub content_hash: String,
+    /// The raw bytes as received.
+    pub raw: Vec<u8>,
+    /// When it was first received (unix seconds).
+    pub received_at: i64,
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Informational.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Funds or safety at stake.
+    Critical,
+}
+
+impl Severity {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
+            other => Err(StoreError::Corrupt(format!("severity {other:?}"))),
+        }
+    }
+}
+
+/// A finding (a detected fault or anomaly). `id` is the de-duplication key: inserting a finding
+/// whose `id` is stored already changes nothing, so re-detecting after a restart never repeats it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// De-duplication key, e.g. from [`Finding::key`].
+    pub id: String,
+    /// Fault class or L1 fault name.
+    pub kind: String,
+    /// Severity.
+    pub severity: Severity,
+    /// The batch concerned, if any.
+    pub batch_id: Option<u64>,
+    /// The outpoint concerned, if any.
+    pub outpoint: Option<Outpoint>,
+    /// When first seen (unix seconds).
+    pub first_seen: i64,
+    /// When resolved (unix seconds), if resolved.
+    pub resolved_at: Option<i64>,
+    /// L1 height by which it must be acted on (challenge deadline), if any.
+    pub deadline_height: Option<u64>,
+    /// Evidence (stored as JSON text).
+    pub evidence: serde_json::Value,
+    /// Height of the L1 block that produced the finding; `None` for findings from L2 data alone.
+    /// Set by `apply_block` for findings passed as block effects.
+    pub height: Option<u64>,
+    /// Hash of that L1 block.
+    pub block_hash: Option<String>,
+}
+
+impl Finding {
+    /// The canonical de-duplication key: `kind`, then the batch id and/or the outpoint.
+    pub fn key(kind: &str, batch_id: Option<u64>, outpoint: Option<&Outpoint>) -> String {
+        let batch = batch_id.map(|b| b.to_string()).unwrap_or_default();
+        let out = outpoint.map(|o| o.to_string()).unwrap_or_default();
+        format!("{kind}/{batch}/{out}")
+    }
+}
+
+/// What one L1 block changes in the store, applied with the block by
+/// [`Store::apply_block`](super::Store::apply_block). Height and block hash come from the block.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A KRAY anchor output in the block.
+    Anchor {
+        /// The `OP_RETURN` output.
+        outpoint: Outpoint,
+        /// The anchored root (hex).
+        root: String,
+    },
+    /// A new bridge outpoint (deposit) in the block.
+    Deposit {
+        /// The bridge output.
+        outpoint: Outpoint,
+        /// Rune amount in base units.
+        amount: u128,
+    },
+    /// A transaction in the block spends a stored, unspent bridge outpoint.
+    Spend {
+        /// The bridge output spent.
+        outpoint: Outpoint,
+        /// Txid of the spending transaction.
+        spent_by: String,
+    },
+    /// A finding produced by the block (de-duplicated by id).
+    Finding(Finding),
+}
+
+/// Row counts removed or reverted by [`Store::rollback_above`](super::Store::rollback_above).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollback {
+    /// Headers deleted.
+    pub headers: u64,
+    /// Anchors deleted.
+    pub anchors: u64,
+    /// Deposits deleted.
+    pub deposits: u64,
+    /// Deposits whose spend was reverted to unspent.
+    pub unspent: u64,
+    /// Findings deleted.
+    pub findings: u64,
+    /// Cursors moved back to the fork point.
+    pub cursors: u64,
+}
