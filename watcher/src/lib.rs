@@ -1,4 +1,7 @@
 //! L1 and L2 observation for the guardian: chain following with reorgs (`chain`) and the SQL store
-//! (`store`). Anchor scanning, bridge and rune tracking and the batch mirror follow (issue #4).
+//! (`store`), anchors indexed from blocks (`anchors`) into the store, reorg- and restart-safe (`l1_index`).
+//! Anchor matching, bridge and rune tracking and the batch mirror follow (issue #4).
+pub mod anchors;
 pub mod chain;
+pub mod l1_index;
 pub mod store;
