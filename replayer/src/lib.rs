@@ -12,6 +12,7 @@ pub mod fault;
 pub mod genesis;
 pub mod hash;
 pub mod l1facts;
+pub mod l1payload;
 pub mod merkle;
 pub mod profile;
 pub mod proof;

@@ -1,40 +1,21 @@
 //! Anchor scanning: the `OP_RETURN "KRAY" || root32` outputs of an L1 block, as store effects.
 //!
-//! Pure: no I/O. The format is the one `kray-devnet`'s `l1tx` writes (an anchor is `OP_RETURN`
-//! followed by exactly one minimal push of the 36 bytes `b"KRAY" || root`). The devnet crate is a
-//! dev-dependency only, so the watcher keeps its own small, strict parser for the anchor case; the
-//! tests check it against the devnet builders. Deposit tags (37 bytes, `"KRAY" "D" ..`) and challenge
-//! markers (45 bytes, `"KRAY" "C" ..`) are not anchors, nor is the JavaScript prototype's 28-byte
-//! truncated root.
+//! Pure: no I/O. The payload format and its strict parser are the replayer's
+//! (`kray_replayer::l1payload`, docs/protocol.md §13): an anchor is `OP_RETURN` followed by exactly one
+//! minimal push of the 36 bytes `b"KRAY" || root`. Deposit tags and challenge markers are not anchors,
+//! nor is the JavaScript prototype's 28-byte truncated root.
 
-use bitcoin::opcodes::all::OP_RETURN;
-use bitcoin::script::Instruction;
 use bitcoin::{Block, BlockHash, Script, Transaction};
+use kray_replayer::l1payload::{parse_kray_payload, KrayPayload};
 
 use crate::store::{Effect, Outpoint};
 
-/// The ASCII magic `KRAY` that starts every KRAY payload.
-pub const KRAY_MAGIC: [u8; 4] = *b"KRAY";
-
-/// Length of an anchor payload: the magic and a 32-byte root.
-pub const ANCHOR_LEN: usize = 36;
-
-/// The anchored root if `script` is exactly `OP_RETURN <"KRAY" || root32>` with a minimal push;
-/// `None` for anything else (other lengths, extra opcodes, non-minimal pushes, other payloads).
+/// The anchored root if `script` is exactly `OP_RETURN <"KRAY" || root32>`; `None` for anything else.
 pub fn parse_anchor(script: &Script) -> Option<[u8; 32]> {
-    let mut it = script.instructions_minimal();
-    match it.next()? {
-        Ok(Instruction::Op(op)) if op == OP_RETURN => {}
-        _ => return None,
+    match parse_kray_payload(script)? {
+        KrayPayload::Anchor(root) => Some(root),
+        _ => None,
     }
-    let data = match it.next()? {
-        Ok(Instruction::PushBytes(p)) => p.as_bytes(),
-        _ => return None,
-    };
-    if it.next().is_some() || data.len() != ANCHOR_LEN {
-        return None;
-    }
-    data.strip_prefix(&KRAY_MAGIC)?.try_into().ok()
 }
 
 /// The anchors of one transaction: `(output index, root)`.
@@ -80,9 +61,11 @@ mod tests {
     use bitcoin::absolute::LockTime;
     use bitcoin::block::{Header, Version};
     use bitcoin::hashes::Hash;
+    use bitcoin::opcodes::all::OP_RETURN;
     use bitcoin::script::{Builder, PushBytesBuf};
     use bitcoin::transaction::Version as TxVersion;
     use bitcoin::{Amount, CompactTarget, ScriptBuf, TxMerkleNode, TxOut};
+    use kray_replayer::l1payload::KRAY_MAGIC;
 
     use super::*;
 
