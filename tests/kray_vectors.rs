@@ -584,20 +584,7 @@ fn build_all() -> Vec<(String, Vector)> {
 
 /// An empty deposit-shaped tx to fill the remaining fields from.
 fn sample_tx() -> Tx {
-    Tx {
-        tx_type: String::new(),
-        from: String::new(),
-        to: String::new(),
-        amount: 0,
-        nonce: 0,
-        gas_fee: 0,
-        from_index: None,
-        to_index: None,
-        pubkey: [0; 32],
-        signature: [0; 64],
-        memo: None,
-        data: None,
-    }
+    Tx::unsigned("", "", "", 0, 0)
 }
 
 fn render(v: &Vector) -> String {

@@ -117,20 +117,8 @@ fn bad_deposit_proof(profile: &Profile, outpoint: OutPointRef, l1_height: u32, d
         height: 1,
     };
     let sealed_on = FileFacts::from(L1FactsFile { tip_height: l1_height, deposits: vec![claimed] });
-    let deposit = Tx {
-        tx_type: "deposit".into(),
-        from: outpoint.to_string(),
-        to: addr(recipient),
-        amount: UNITS * profile.credits_per_rune_unit(),
-        nonce: 0,
-        gas_fee: 0,
-        from_index: None,
-        to_index: None,
-        pubkey: [0; 32],
-        signature: [0; 64],
-        memo: None,
-        data: None,
-    };
+    let deposit =
+        Tx::unsigned("deposit", outpoint.to_string(), addr(recipient), UNITS * profile.credits_per_rune_unit(), 0);
     let mut sealer = Sealer::new(chain.clone(), state.clone(), None, producer).unwrap();
     let (batch, rejected) = sealer.seal(vec![deposit], l1_height, &sealed_on, Semantics::Reference);
     assert!(rejected.is_empty(), "{rejected:?}");

@@ -187,20 +187,7 @@ pub fn exercising_tx(class: FaultClass, kp: &Keypair, addr: &str, nonce: u64, am
         FaultClass::WithdrawalNotBurned => "withdrawal",
         _ => return None,
     };
-    let mut tx = Tx {
-        tx_type: tx_type.into(),
-        from: addr.to_string(),
-        to: addr.to_string(),
-        amount,
-        nonce,
-        gas_fee: 0,
-        from_index: None,
-        to_index: None,
-        pubkey: [0; 32],
-        signature: [0; 64],
-        memo: None,
-        data: None,
-    };
+    let mut tx = Tx::unsigned(tx_type, addr.to_string(), addr.to_string(), amount, nonce);
     sign_tx(&mut tx, kp);
     Some(tx)
 }

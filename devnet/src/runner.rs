@@ -503,20 +503,13 @@ impl Devnet {
                         continue;
                     };
                     self.credited.insert(op);
-                    txs.push(Tx {
-                        tx_type: "deposit".into(),
-                        from: r.to_string(),
-                        to: format_l2_address(&to, self.profile.network),
+                    txs.push(Tx::unsigned(
+                        "deposit",
+                        r.to_string(),
+                        format_l2_address(&to, self.profile.network),
                         amount,
-                        nonce: 0,
-                        gas_fee: 0,
-                        from_index: None,
-                        to_index: None,
-                        pubkey: [0; 32],
-                        signature: [0; 64],
-                        memo: None,
-                        data: None,
-                    });
+                        0,
+                    ));
                 }
                 Ok(_) => {
                     self.not_deposits.insert(op);

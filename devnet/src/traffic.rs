@@ -57,20 +57,8 @@ pub struct TrafficStats {
 
 /// A signed user tx.
 pub fn user_tx(kp: &Keypair, network: L1Network, tx_type: &str, to: &str, amount: u64, nonce: u64) -> Tx {
-    let mut tx = Tx {
-        tx_type: tx_type.into(),
-        from: address_of_pubkey(&kp.x_only_public_key().0, network),
-        to: to.to_string(),
-        amount,
-        nonce,
-        gas_fee: 0,
-        from_index: None,
-        to_index: None,
-        pubkey: [0; 32],
-        signature: [0; 64],
-        memo: None,
-        data: None,
-    };
+    let mut tx =
+        Tx::unsigned(tx_type, address_of_pubkey(&kp.x_only_public_key().0, network), to.to_string(), amount, nonce);
     sign_tx(&mut tx, kp);
     tx
 }

@@ -174,19 +174,8 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
     let facts_file = L1FactsFile { tip_height: 100 + nbatches as u32 + 10, deposits: deposit_facts.clone() };
     let honest_facts = FileFacts::from(facts_file.clone());
     let unit = profile.credits_per_rune_unit();
-    let deposit_tx = |j: usize, users: &Users| Tx {
-        tx_type: "deposit".into(),
-        from: deposit_facts[j].outpoint.to_string(),
-        to: users.addrs[j].clone(),
-        amount: DEPOSIT_UNITS * unit,
-        nonce: 0,
-        gas_fee: 0,
-        from_index: None,
-        to_index: None,
-        pubkey: [0; 32],
-        signature: [0; 64],
-        memo: None,
-        data: None,
+    let deposit_tx = |j: usize, users: &Users| {
+        Tx::unsigned("deposit", deposit_facts[j].outpoint.to_string(), users.addrs[j].clone(), DEPOSIT_UNITS * unit, 0)
     };
 
     let mut batches = Vec::new();
@@ -221,20 +210,7 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
                 ("transfer", users.addrs[to].clone())
             };
             let amount = if tx_type == "withdrawal" { unit } else { rng.gen_range(1..=10_000u64) };
-            let tx = Tx {
-                tx_type: tx_type.into(),
-                from: users.addrs[from].clone(),
-                to,
-                amount,
-                nonce: users.nonces[from],
-                gas_fee: 0,
-                from_index: None,
-                to_index: None,
-                pubkey: [0; 32],
-                signature: [0; 64],
-                memo: None,
-                data: None,
-            };
+            let tx = Tx::unsigned(tx_type, users.addrs[from].clone(), to, amount, users.nonces[from]);
             users.nonces[from] += 1;
             unsigned.push((tx, from));
         }
@@ -243,20 +219,7 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
             let from = 0usize;
             let to = users.addrs[from].clone();
             let tx_type = if fault == Some(FaultClass::SelfTransferInflation) { "transfer" } else { "withdrawal" };
-            let tx = Tx {
-                tx_type: tx_type.into(),
-                from: users.addrs[from].clone(),
-                to,
-                amount: unit,
-                nonce: users.nonces[from],
-                gas_fee: 0,
-                from_index: None,
-                to_index: None,
-                pubkey: [0; 32],
-                signature: [0; 64],
-                memo: None,
-                data: None,
-            };
+            let tx = Tx::unsigned(tx_type, users.addrs[from].clone(), to, unit, users.nonces[from]);
             users.nonces[from] += 1;
             unsigned.push((tx, from));
         }

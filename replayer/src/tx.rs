@@ -146,6 +146,25 @@ pub struct CheckedTx {
 }
 
 impl Tx {
+    /// A tx as a user builds it: no signature yet (zeros) and none of the sequencer's annotations.
+    /// A deposit (a sequencer tx) is built the same way with `from` = the outpoint and nonce 0.
+    pub fn unsigned(tx_type: &str, from: impl Into<String>, to: impl Into<String>, amount: u64, nonce: u64) -> Self {
+        Tx {
+            tx_type: tx_type.to_string(),
+            from: from.into(),
+            to: to.into(),
+            amount,
+            nonce,
+            gas_fee: 0,
+            from_index: None,
+            to_index: None,
+            pubkey: [0; 32],
+            signature: [0; 64],
+            memo: None,
+            data: None,
+        }
+    }
+
     /// The exact message users sign: `from:to:amount:nonce:tx_type`.
     pub fn signing_message(&self) -> String {
         format!("{}:{}:{}:{}:{}", self.from, self.to, self.amount, self.nonce, self.tx_type)
