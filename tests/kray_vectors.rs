@@ -24,7 +24,6 @@ use kray_replayer::merkle::root_of;
 use kray_replayer::proof::{verify_proof, FraudProof, VerifyError};
 use kray_replayer::replay::{ReplayError, Replayer, Verdict};
 use kray_replayer::seal::Sealer;
-use kray_replayer::signature::sign;
 use kray_replayer::tx::{tx_leaf, OutPointRef, Tx};
 use kray_replayer::{FaultClass, Profile};
 use serde::{Deserialize, Serialize};
@@ -216,11 +215,6 @@ fn user_addr_of(k: &Keypair) -> String {
     address_of_pubkey(&k.x_only_public_key().0, profile().network)
 }
 
-fn sign_tx(tx: &mut Tx, kp: &Keypair) {
-    tx.pubkey = kp.x_only_public_key().0.serialize();
-    tx.signature = sign(kp, &tx.signing_hash());
-}
-
 /// Re-sign header and data after the header changed.
 fn resign(batch: &mut Batch) {
     let kp = producer();
@@ -354,7 +348,7 @@ fn build_all() -> Vec<(String, Vector)> {
                 as u64;
         let mut st =
             Tx { tx_type: "transfer".into(), from: from.clone(), to: from, amount: 5_000, nonce, ..sample_tx() };
-        sign_tx(&mut st, &user_key(SEED, 0));
+        st.sign(&user_key(SEED, 0));
         candidates.push(st);
         let b2 = reseal_batch_2(&w, candidates, Semantics::Reference, &w.facts);
         let batches = vec![w.batches[0].1.clone(), b2];
@@ -496,7 +490,7 @@ fn build_all() -> Vec<(String, Vector)> {
         let mut tx = Tx::decode(&b2.txs[k]).unwrap();
         tx.tx_type = "nft_mint".into();
         let sender = user_of(&tx.from);
-        sign_tx(&mut tx, &sender);
+        tx.sign(&sender);
         b2.txs[k] = tx.encode().unwrap();
         reseal(&mut b2);
         let batches = vec![w.batches[0].1.clone(), b2];

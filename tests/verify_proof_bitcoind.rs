@@ -17,7 +17,7 @@ use kray_devnet::workload::{producer_key, user_key};
 use kray_replayer::address::{account_key_of, address_of_pubkey};
 use kray_replayer::bridge::{BridgeDescriptor, InternalKey};
 use kray_replayer::execute::Semantics;
-use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+use kray_replayer::genesis::{Genesis, GenesisAccount};
 use kray_replayer::hash::sha256_parts;
 use kray_replayer::l1facts::{DepositFact, FileFacts, L1FactsFile};
 use kray_replayer::replay::{Replayer, Verdict};
@@ -100,13 +100,8 @@ fn bad_deposit_proof(profile: &Profile, outpoint: OutPointRef, l1_height: u32, d
     let addr = |k: &bitcoin::key::Keypair| address_of_pubkey(&k.x_only_public_key().0, profile.network);
     let mut accounts = vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }];
     accounts.extend(users.iter().map(|k| GenesisAccount { address: addr(k), balance: 1_000_000 }));
-    let genesis = Genesis {
-        format: GENESIS_FORMAT.into(),
-        version: 1,
-        network: profile.network,
-        producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-        accounts,
-    };
+    let genesis =
+        Genesis::new(profile.network, vec![hex::encode(producer.x_only_public_key().0.serialize())], accounts);
     let (chain, state) = genesis.build(profile).unwrap();
     let recipient = &users[1];
     let claimed = DepositFact {

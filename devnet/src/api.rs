@@ -282,7 +282,7 @@ mod tests {
     use crate::traffic::user_tx;
     use crate::workload::{producer_key, user_key};
     use kray_replayer::address::address_of_pubkey;
-    use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+    use kray_replayer::genesis::{Genesis, GenesisAccount};
     use kray_replayer::l1facts::FileFacts;
     use kray_replayer::profile::Profile;
     use kray_replayer::seal::Sealer;
@@ -295,13 +295,8 @@ mod tests {
         let producer = producer_key(9);
         let mut accounts = vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }];
         accounts.extend(addrs.iter().map(|a| GenesisAccount { address: a.clone(), balance: 1_000_000 }));
-        let genesis = Genesis {
-            format: GENESIS_FORMAT.into(),
-            version: 1,
-            network: profile.network,
-            producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-            accounts,
-        };
+        let genesis =
+            Genesis::new(profile.network, vec![hex::encode(producer.x_only_public_key().0.serialize())], accounts);
         let (chain, state) = genesis.build(&profile).unwrap();
         let chain_id = chain.chain_id();
         let sealer = Sealer::new(chain, state, None, producer).unwrap();

@@ -9,7 +9,6 @@ use kray_replayer::fault::FaultClass;
 use kray_replayer::hash::Hash32;
 use kray_replayer::merkle::root_of;
 use kray_replayer::seal::Sealer;
-use kray_replayer::signature::sign;
 use kray_replayer::tx::{tx_leaf, OutPointRef, Tx};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -174,12 +173,6 @@ pub fn semantics_for(class: Option<FaultClass>) -> Semantics {
     }
 }
 
-/// Sign `tx` with `kp` (sets the pubkey).
-pub fn sign_tx(tx: &mut Tx, kp: &Keypair) {
-    tx.pubkey = kp.x_only_public_key().0.serialize();
-    tx.signature = sign(kp, &tx.signing_hash());
-}
-
 /// The tx a semantic fault needs in its batch (a self-transfer or a withdrawal by `addr`), signed.
 pub fn exercising_tx(class: FaultClass, kp: &Keypair, addr: &str, nonce: u64, amount: u64) -> Option<Tx> {
     let tx_type = match class {
@@ -188,7 +181,7 @@ pub fn exercising_tx(class: FaultClass, kp: &Keypair, addr: &str, nonce: u64, am
         _ => return None,
     };
     let mut tx = Tx::unsigned(tx_type, addr.to_string(), addr.to_string(), amount, nonce);
-    sign_tx(&mut tx, kp);
+    tx.sign(kp);
     Some(tx)
 }
 
@@ -243,22 +236,22 @@ pub fn inject(
         })?,
         FaultClass::PubkeyAddressMismatch => retx(&mut |tx| {
             let other = keys.iter().find(|k| Some(**k) != key_of(&tx.from)).copied().ok_or_else(|| err("one user"))?;
-            sign_tx(tx, &other);
+            tx.sign(&other);
             Ok(())
         })?,
         FaultClass::BadNonce => retx(&mut |tx| {
             tx.nonce += 1;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
+            tx.sign(&key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
             Ok(())
         })?,
         FaultClass::InsufficientBalance => retx(&mut |tx| {
             tx.amount = HUGE_AMOUNT;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
+            tx.sign(&key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
             Ok(())
         })?,
         FaultClass::Overflow => retx(&mut |tx| {
             tx.amount = u64::MAX - tx.gas_fee + 1;
-            sign_tx(tx, &key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
+            tx.sign(&key_of(&tx.from).ok_or_else(|| err("unknown sender"))?);
             Ok(())
         })?,
         FaultClass::WrongGas => retx(&mut |tx| {

@@ -20,7 +20,7 @@ use bitcoin::secp256k1::SecretKey;
 use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use kray_replayer::address::{account_key_of, format_l2_address, secp};
 use kray_replayer::bridge::BridgeDescriptor;
-use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+use kray_replayer::genesis::{Genesis, GenesisAccount};
 use kray_replayer::hash::{hex32, sha256, Hash32};
 use kray_replayer::l1facts::L1Facts;
 use kray_replayer::profile::{InternalKeyKind, Profile};
@@ -203,13 +203,11 @@ fn sequencer_for(
     users: Vec<Keypair>,
 ) -> Result<(Sequencer, Genesis, Hash32), DevnetError> {
     let producer = producer_key(seed);
-    let genesis = Genesis {
-        format: GENESIS_FORMAT.into(),
-        version: 1,
-        network: profile.network,
-        producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-        accounts: vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }],
-    };
+    let genesis = Genesis::new(
+        profile.network,
+        vec![hex::encode(producer.x_only_public_key().0.serialize())],
+        vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }],
+    );
     let (chain, state) = genesis.build(profile).map_err(setup)?;
     let chain_id = chain.chain_id();
     let sealer = Sealer::new(chain, state, None, producer).map_err(setup)?;

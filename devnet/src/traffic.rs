@@ -1,7 +1,6 @@
 //! A traffic generator: the devnet's users (keys from the seed) sign transfers to each other and
 //! submit them over the publication API at a rate.
 
-use crate::faults::sign_tx;
 use crate::sequencer::AccountView;
 use crate::workload::user_key;
 use bitcoin::key::Keypair;
@@ -59,7 +58,7 @@ pub struct TrafficStats {
 pub fn user_tx(kp: &Keypair, network: L1Network, tx_type: &str, to: &str, amount: u64, nonce: u64) -> Tx {
     let mut tx =
         Tx::unsigned(tx_type, address_of_pubkey(&kp.x_only_public_key().0, network), to.to_string(), amount, nonce);
-    sign_tx(&mut tx, kp);
+    tx.sign(kp);
     tx
 }
 

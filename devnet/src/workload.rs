@@ -7,12 +7,11 @@ use kray_replayer::address::{address_of_pubkey, secp, AccountKey};
 use kray_replayer::batch::Batch;
 use kray_replayer::execute::Semantics;
 use kray_replayer::fault::FaultClass;
-use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+use kray_replayer::genesis::{Genesis, GenesisAccount};
 use kray_replayer::hash::sha256_parts;
 use kray_replayer::l1facts::{DepositFact, FileFacts, L1FactsFile};
 use kray_replayer::profile::Profile;
 use kray_replayer::seal::Sealer;
-use kray_replayer::signature::sign;
 use kray_replayer::tx::{OutPointRef, Tx};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -102,11 +101,6 @@ pub fn user_key(seed: u64, i: u64) -> Keypair {
     secret(seed, "user", i)
 }
 
-fn sign_tx(tx: &mut Tx, kp: &Keypair) {
-    tx.pubkey = kp.x_only_public_key().0.serialize();
-    tx.signature = sign(kp, &tx.signing_hash());
-}
-
 struct Users {
     keys: Vec<Keypair>,
     addrs: Vec<String>,
@@ -146,13 +140,8 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
     let producer = producer_key(spec.seed);
     let mut accounts = vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }];
     accounts.extend(users.addrs.iter().map(|a| GenesisAccount { address: a.clone(), balance: USER_BALANCE }));
-    let genesis = Genesis {
-        format: GENESIS_FORMAT.into(),
-        version: 1,
-        network: profile.network,
-        producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-        accounts,
-    };
+    let genesis =
+        Genesis::new(profile.network, vec![hex::encode(producer.x_only_public_key().0.serialize())], accounts);
     let (chain, state) = genesis.build(profile).map_err(|e| WorkloadError::Genesis(e.to_string()))?;
     let mut sealer = Sealer::new(chain, state, None, producer).map_err(|e| WorkloadError::Genesis(e.to_string()))?;
 
@@ -224,7 +213,7 @@ pub fn generate(profile: &Profile, spec: &WorkloadSpec) -> Result<Workload, Work
             unsigned.push((tx, from));
         }
         let keys = &users.keys;
-        unsigned.par_iter_mut().for_each(|(tx, from)| sign_tx(tx, &keys[*from]));
+        unsigned.par_iter_mut().for_each(|(tx, from)| tx.sign(&keys[*from]));
         candidates.extend(unsigned.into_iter().map(|(t, _)| t));
         let semantics = match fault {
             Some(FaultClass::SelfTransferInflation) => Semantics::SelfTransferMints,

@@ -11,13 +11,13 @@ use bitcoin::secp256k1::SecretKey;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kray_replayer::address::{address_of_pubkey, parse_xonly, secp, AccountKey};
 use kray_replayer::execute::Semantics;
-use kray_replayer::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+use kray_replayer::genesis::{Genesis, GenesisAccount};
 use kray_replayer::hash::{leaf_hash, node_hash, sha256_parts, Hash32};
 use kray_replayer::l1facts::{FileFacts, L1FactsFile};
 use kray_replayer::merkle::IncrementalTree;
 use kray_replayer::replay::{prepare_txs, Replayer};
 use kray_replayer::seal::Sealer;
-use kray_replayer::signature::{sign, verify, KeyCache};
+use kray_replayer::signature::{verify, KeyCache};
 use kray_replayer::state::{Account, Overlay, State};
 use kray_replayer::{Batch, Chain, Profile, Tx, Verdict};
 use rand::rngs::StdRng;
@@ -61,13 +61,8 @@ fn fixture() -> Fixture {
     let producer = keypair("producer", 0);
     let mut accounts = vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }];
     accounts.extend(addrs.iter().map(|a| GenesisAccount { address: a.clone(), balance: 1_000_000_000 }));
-    let genesis = Genesis {
-        format: GENESIS_FORMAT.into(),
-        version: 1,
-        network: profile.network,
-        producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-        accounts,
-    };
+    let genesis =
+        Genesis::new(profile.network, vec![hex::encode(producer.x_only_public_key().0.serialize())], accounts);
     let (chain, state) = genesis.build(&profile).expect("genesis");
     let facts = FileFacts::from(L1FactsFile { tip_height: 1_000, deposits: vec![] });
     let mut sealer = Sealer::new(chain.clone(), state.clone(), None, producer).expect("sealer");
@@ -82,22 +77,15 @@ fn fixture() -> Fixture {
                 if to == from {
                     to = (to + 1) % USERS;
                 }
-                let mut tx = Tx {
-                    tx_type: "transfer".into(),
-                    from: addrs[from].clone(),
-                    to: addrs[to].clone(),
-                    amount: rng.gen_range(1..=10_000),
-                    nonce: nonces[from],
-                    gas_fee: 0,
-                    from_index: None,
-                    to_index: None,
-                    pubkey: users[from].x_only_public_key().0.serialize(),
-                    signature: [0; 64],
-                    memo: None,
-                    data: None,
-                };
+                let mut tx = Tx::unsigned(
+                    "transfer",
+                    addrs[from].clone(),
+                    addrs[to].clone(),
+                    rng.gen_range(1..=10_000),
+                    nonces[from],
+                );
                 nonces[from] += 1;
-                tx.signature = sign(&users[from], &tx.signing_hash());
+                tx.sign(&users[from]);
                 tx
             })
             .collect();

@@ -111,6 +111,11 @@ pub enum GenesisError {
 }
 
 impl Genesis {
+    /// A genesis of this format version: `producers` are x-only pubkeys, `accounts` in merkle order.
+    pub fn new(network: L1Network, producers: Vec<String>, accounts: Vec<GenesisAccount>) -> Self {
+        Genesis { format: GENESIS_FORMAT.into(), version: 1, network, producers, accounts }
+    }
+
     /// Parse a genesis file's text.
     pub fn from_json(text: &str) -> Result<Self, GenesisError> {
         let g: Genesis = serde_json::from_str(text)?;

@@ -532,12 +532,11 @@ impl Replayer {
 mod tests {
     use super::*;
     use crate::address::{address_of_pubkey, secp};
-    use crate::genesis::{Genesis, GenesisAccount, GENESIS_FORMAT};
+    use crate::genesis::{Genesis, GenesisAccount};
     use crate::hash::sha256_parts;
     use crate::l1facts::{FileFacts, L1FactsFile};
     use crate::merkle::root_of;
     use crate::seal::Sealer;
-    use crate::signature::sign;
     use crate::tx::tx_leaf;
     use bitcoin::key::Keypair;
     use bitcoin::secp256k1::SecretKey;
@@ -567,13 +566,8 @@ mod tests {
         let producer = keypair("producer", 0);
         let mut accounts = vec![GenesisAccount { address: profile.treasury.clone(), balance: 0 }];
         accounts.extend(addrs.iter().map(|a| GenesisAccount { address: a.clone(), balance: 1_000_000_000 }));
-        let genesis = Genesis {
-            format: GENESIS_FORMAT.into(),
-            version: 1,
-            network: profile.network,
-            producers: vec![hex::encode(producer.x_only_public_key().0.serialize())],
-            accounts,
-        };
+        let genesis =
+            Genesis::new(profile.network, vec![hex::encode(producer.x_only_public_key().0.serialize())], accounts);
         let (chain, state) = genesis.build(&profile).unwrap();
         let facts = FileFacts::from(L1FactsFile { tip_height: 1_000, deposits: vec![] });
         let mut sealer = Sealer::new(chain.clone(), state.clone(), None, producer).unwrap();
@@ -585,22 +579,15 @@ mod tests {
                     let from = (i + b) % USERS;
                     let to = (i * 7 + 1 + from) % USERS;
                     let to = if to == from { (to + 1) % USERS } else { to };
-                    let mut tx = Tx {
-                        tx_type: "transfer".into(),
-                        from: addrs[from].clone(),
-                        to: addrs[to].clone(),
-                        amount: 1_000 + i as u64,
-                        nonce: nonces[from],
-                        gas_fee: 0,
-                        from_index: None,
-                        to_index: None,
-                        pubkey: users[from].x_only_public_key().0.serialize(),
-                        signature: [0; 64],
-                        memo: None,
-                        data: None,
-                    };
+                    let mut tx = Tx::unsigned(
+                        "transfer",
+                        addrs[from].clone(),
+                        addrs[to].clone(),
+                        1_000 + i as u64,
+                        nonces[from],
+                    );
                     nonces[from] += 1;
-                    tx.signature = sign(&users[from], &tx.signing_hash());
+                    tx.sign(&users[from]);
                     tx
                 })
                 .collect();

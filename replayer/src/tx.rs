@@ -165,6 +165,12 @@ impl Tx {
         }
     }
 
+    /// Sign as the holder of `keypair`: sets `pubkey` and the BIP-340 `signature` over the signing hash.
+    pub fn sign(&mut self, keypair: &bitcoin::key::Keypair) {
+        self.pubkey = keypair.x_only_public_key().0.serialize();
+        self.signature = crate::signature::sign(keypair, &self.signing_hash());
+    }
+
     /// The exact message users sign: `from:to:amount:nonce:tx_type`.
     pub fn signing_message(&self) -> String {
         format!("{}:{}:{}:{}:{}", self.from, self.to, self.amount, self.nonce, self.tx_type)
