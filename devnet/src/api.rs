@@ -64,7 +64,17 @@ pub fn router(state: AppState) -> Router {
         .route("/l2/batches/{id}/raw", get(batch_raw))
         .route("/l2/challenges", post(challenge).layer(DefaultBodyLimit::max(MAX_PROOF_BODY)))
         .route("/l2/withdrawals", get(withdrawals))
+        .layer(axum::middleware::map_response(close_after_unread_body))
         .with_state(state)
+}
+
+/// A 413 is sent before the request body is read, so the connection cannot be
+/// reused: say so, or a pooling client sends its next request into a closing socket.
+async fn close_after_unread_body(mut r: Response) -> Response {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        r.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// The admin router (bind it to a separate, local listener).
@@ -72,6 +82,7 @@ pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .route("/admin/faults", get(get_faults).post(post_fault))
         .layer(DefaultBodyLimit::max(MAX_TX_BODY))
+        .layer(axum::middleware::map_response(close_after_unread_body))
         .with_state(state)
 }
 
@@ -349,6 +360,7 @@ mod tests {
         assert_eq!(r.status(), 400);
         let r = c.post(format!("{url}/l2/txs")).body(vec![b'x'; MAX_TX_BODY + 1]).send().await.unwrap();
         assert_eq!(r.status(), 413);
+        assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
         assert_eq!(c.get(format!("{url}/l2/batches/latest")).send().await.unwrap().status(), 404);
 
         // Seal and publish: the batch and its forms are served.
