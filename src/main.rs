@@ -2,7 +2,9 @@
 
 mod bench;
 mod commands;
+mod config;
 mod l1_node;
+mod metrics;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -27,6 +29,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a local KRAY L2 on regtest bitcoind: sequencer, publication API, traffic, fault injection.
     Devnet(commands::devnet::DevnetArgs),
+    /// Write a commented example guardian configuration.
+    Init(commands::init::InitArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
         Command::GenWorkload(a) => commands::gen_workload::run(&a).map(|()| 0),
         Command::Bench(a) => bench::run(&a).map(|()| 0),
         Command::Devnet(a) => commands::devnet::run(&a),
+        Command::Init(a) => commands::init::run(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -2,6 +2,7 @@
 
 pub mod devnet;
 pub mod gen_workload;
+pub mod init;
 pub mod replay;
 pub mod verify_proof;
 

@@ -2,6 +2,8 @@
 //! (`store`), anchors indexed from blocks (`anchors`) into the store, reorg- and restart-safe (`l1_index`).
 //! Anchor matching, bridge and rune tracking and the batch mirror follow (issue #4).
 pub mod anchors;
+pub mod bridge;
 pub mod chain;
 pub mod l1_index;
+pub mod mirror;
 pub mod store;

@@ -6,6 +6,7 @@
 
 pub mod bitcoind;
 pub mod driver;
+pub mod electrum;
 pub mod follower;
 pub mod scripted;
 pub mod source;

@@ -1,0 +1,1 @@
+//! Guardian configuration: defaults < TOML file < env (`KRAY_GUARDIAN_*`) < flags (in progress).

@@ -1,0 +1,1 @@
+//! Bridge multisig and KRAY rune tracking (in progress).

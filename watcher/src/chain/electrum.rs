@@ -1,0 +1,1 @@
+//! Electrum chain source (in progress).
