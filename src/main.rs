@@ -3,6 +3,8 @@
 mod bench;
 mod commands;
 mod config;
+mod daemon;
+mod http;
 mod l1_node;
 mod metrics;
 
@@ -11,7 +13,7 @@ use std::process::ExitCode;
 
 /// Command line of the guardian.
 #[derive(Parser, Debug)]
-#[command(name = "kray-guardian", version = env!("CARGO_PKG_VERSION"), about = "Fraud-proof watchtower and challenger for the KRAY SPACE L2")]
+#[command(name = "kray-guardian", version = version(), about = "Fraud-proof watchtower and challenger for the KRAY SPACE L2")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,16 +31,26 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a local KRAY L2 on regtest bitcoind: sequencer, publication API, traffic, fault injection.
     Devnet(commands::devnet::DevnetArgs),
+    /// Run the guardian daemon: follow L1, mirror and replay batches, judge, act, serve the API.
+    Run(config::RunArgs),
     /// Write a commented example guardian configuration.
     Init(commands::init::InitArgs),
 }
 
+/// The version with the git commit it was built from.
+pub fn version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("KRAY_GIT_HASH"), ")")
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Run(a) = &cli.command {
+        return exit(commands::run::run(a));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(a) => commands::replay::run(&a),
         Command::VerifyProof(a) => commands::verify_proof::run(&a),
@@ -46,7 +58,12 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a).map(|()| 0),
         Command::Devnet(a) => commands::devnet::run(&a),
         Command::Init(a) => commands::init::run(&a),
+        Command::Run(_) => Ok(0),
     };
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

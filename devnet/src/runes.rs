@@ -5,7 +5,8 @@
 //! Runestones are built with [`ordinals::Runestone::encipher`]. A [`RuneLedger`] follows rune
 //! balances per outpoint over the blocks it is given, with the allocation rules of `ord`
 //! (edicts in order, `output == n` splits between non-`OP_RETURN` outputs, the rest to the pointer
-//! or the first non-`OP_RETURN` output, cenotaphs burn). It covers what the devnet does: premined
+//! or the first non-`OP_RETURN` output, cenotaphs burn), which live in the pure
+//! [`kray_replayer::runes::allocate`] shared with the watcher. It covers what the devnet does: premined
 //! etchings without a name (reserved names, so no commit-reveal); named etchings and mints are
 //! not followed.
 
@@ -18,7 +19,8 @@ use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::taproot::{self, TapNodeHash};
 use bitcoin::{Amount, Block, FeeRate, OutPoint, ScriptBuf, Sequence, Transaction, TxOut, Txid, Witness};
 use kray_replayer::bridge::{BridgeDescriptor, BridgeError, SIGNERS};
-use ordinals::{Artifact, Edict, Etching, Rune, RuneId, Runestone};
+use kray_replayer::runes::{allocate_artifact, Balances, TxContext};
+use ordinals::{Artifact, Edict, Etching, RuneId, Runestone};
 
 use crate::l1tx::KrayPayload;
 use crate::wallet::{ExternalInput, FundedTx, TxRequest, Wallet, WalletError};
@@ -74,22 +76,7 @@ pub enum RunesError {
     Sighash(String),
 }
 
-/// A rune the ledger saw etched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtchedRune {
-    /// Its id: (block height, index of the etching tx in the block).
-    pub id: RuneId,
-    /// Its name (reserved, derived from the id, when none was given).
-    pub rune: Rune,
-    /// Divisibility.
-    pub divisibility: u8,
-    /// Premined amount.
-    pub premine: u128,
-    /// Symbol, if any.
-    pub symbol: Option<char>,
-    /// The etching transaction.
-    pub txid: Txid,
-}
+pub use kray_replayer::runes::EtchedRune;
 
 /// Runes held by one output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,141 +119,30 @@ impl RuneLedger {
         if !self.applied.insert(txid) {
             return;
         }
-        let mut unallocated: BTreeMap<RuneId, u128> = BTreeMap::new();
-        for input in &tx.input {
-            if let Some(out) = self.outputs.remove(&input.previous_output) {
-                for (id, amount) in out.balances {
-                    add(unallocated.entry(id).or_default(), amount);
-                }
-            }
-        }
+        let inputs: Vec<Balances> = tx
+            .input
+            .iter()
+            .map(|input| self.outputs.remove(&input.previous_output).map(|o| o.balances).unwrap_or_default())
+            .collect();
+        let ctx = TxContext { height, tx_index, ..TxContext::default() };
         let artifact = Runestone::decipher(tx);
-        let n = tx.output.len();
-        let mut allocated: Vec<BTreeMap<RuneId, u128>> = vec![BTreeMap::new(); n];
-        let is_op_return = |vout: usize| tx.output[vout].script_pubkey.is_op_return();
-        let first_non_op_return = (0..n).find(|&v| !is_op_return(v));
-
-        let etched = self.etched_rune(&artifact, height, tx_index, txid);
-        if let Some(Artifact::Runestone(stone)) = &artifact {
-            if let (Some(e), Some(etching)) = (&etched, stone.etching) {
-                add(unallocated.entry(e.id).or_default(), etching.premine.unwrap_or_default());
-            }
-            if stone.mint.is_some() {
-                tracing::debug!(%txid, "rune mints are not followed by the devnet ledger");
-            }
-            for edict in &stone.edicts {
-                let id = if edict.id == RuneId::default() {
-                    match &etched {
-                        Some(e) => e.id,
-                        None => continue,
-                    }
-                } else {
-                    edict.id
-                };
-                let Some(balance) = unallocated.get_mut(&id) else {
-                    continue;
-                };
-                let output = usize::try_from(edict.output).unwrap_or(usize::MAX);
-                let mut allocate = |balance: &mut u128, amount: u128, vout: usize| {
-                    if amount > 0 {
-                        *balance -= amount;
-                        add(allocated[vout].entry(id).or_default(), amount);
-                    }
-                };
-                if output == n {
-                    let dests: Vec<usize> = (0..n).filter(|&v| !is_op_return(v)).collect();
-                    if dests.is_empty() {
-                        continue;
-                    }
-                    let count = dests.len() as u128;
-                    if edict.amount == 0 {
-                        let each = *balance / count;
-                        let remainder = *balance % count;
-                        for (i, vout) in dests.into_iter().enumerate() {
-                            let extra = u128::from((i as u128) < remainder);
-                            allocate(balance, each + extra, vout);
-                        }
-                    } else {
-                        for vout in dests {
-                            let amount = edict.amount.min(*balance);
-                            allocate(balance, amount, vout);
-                        }
-                    }
-                } else if output < n {
-                    let amount = if edict.amount == 0 { *balance } else { edict.amount.min(*balance) };
-                    allocate(balance, amount, output);
-                }
-            }
+        if artifact.as_ref().and_then(Artifact::mint).is_some() {
+            tracing::debug!(%txid, "rune mints are not followed by the devnet ledger");
         }
-        if let Some(e) = etched {
+        let allocation = allocate_artifact(tx, artifact.as_ref(), &inputs, &ctx);
+        for (id, amount) in allocation.burned {
+            add(self.burned.entry(id).or_default(), amount);
+        }
+        for (vout, balances) in allocation.outputs {
+            let Some(txout) = tx.output.get(vout as usize) else {
+                continue;
+            };
+            self.outputs.insert(OutPoint { txid, vout }, RuneOutput { txout: txout.clone(), balances });
+        }
+        if let Some(e) = allocation.etched {
             tracing::info!(id = %e.id, rune = %e.rune, premine = e.premine, "rune etched");
             self.etched.insert(e.id, e);
         }
-
-        match &artifact {
-            Some(Artifact::Cenotaph(_)) => {
-                for (id, amount) in unallocated {
-                    add(self.burned.entry(id).or_default(), amount);
-                }
-            }
-            other => {
-                let pointer = match other {
-                    Some(Artifact::Runestone(stone)) => stone.pointer,
-                    _ => None,
-                };
-                let target = pointer.and_then(|p| usize::try_from(p).ok()).filter(|&p| p < n).or(first_non_op_return);
-                for (id, amount) in unallocated {
-                    if amount == 0 {
-                        continue;
-                    }
-                    match target {
-                        Some(vout) => add(allocated[vout].entry(id).or_default(), amount),
-                        None => add(self.burned.entry(id).or_default(), amount),
-                    }
-                }
-            }
-        }
-
-        for (vout, balances) in allocated.into_iter().enumerate() {
-            if balances.is_empty() {
-                continue;
-            }
-            if is_op_return(vout) {
-                for (id, amount) in balances {
-                    add(self.burned.entry(id).or_default(), amount);
-                }
-                continue;
-            }
-            let Ok(vout32) = u32::try_from(vout) else {
-                continue;
-            };
-            self.outputs
-                .insert(OutPoint { txid, vout: vout32 }, RuneOutput { txout: tx.output[vout].clone(), balances });
-        }
-    }
-
-    fn etched_rune(&self, artifact: &Option<Artifact>, height: u64, tx_index: u32, txid: Txid) -> Option<EtchedRune> {
-        let (name, etching) = match artifact {
-            Some(Artifact::Runestone(stone)) => {
-                let etching = stone.etching?;
-                (etching.rune, Some(etching))
-            }
-            Some(Artifact::Cenotaph(c)) => (Some(c.etching?), None),
-            None => return None,
-        };
-        if name.is_some() {
-            // Named etchings need a commit-reveal check against the commit tx; not followed.
-            tracing::debug!(%txid, "named rune etching not followed by the devnet ledger");
-            return None;
-        }
-        Some(EtchedRune {
-            id: RuneId { block: height, tx: tx_index },
-            rune: Rune::reserved(height, tx_index),
-            divisibility: etching.and_then(|e| e.divisibility).unwrap_or(0),
-            premine: etching.and_then(|e| e.premine).unwrap_or(0),
-            symbol: etching.and_then(|e| e.symbol),
-            txid,
-        })
     }
 
     /// The runes held by `outpoint`.
@@ -639,6 +515,7 @@ mod tests {
     use bitcoin::transaction::Version;
     use bitcoin::{Network, TxIn};
     use kray_replayer::bridge::InternalKey;
+    use ordinals::Rune;
 
     fn tx(inputs: Vec<OutPoint>, outputs: Vec<TxOut>) -> Transaction {
         Transaction {

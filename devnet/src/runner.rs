@@ -462,6 +462,20 @@ impl Devnet {
         self.sync().await
     }
 
+    /// Pays `amount` from the devnet wallet to `script_pubkey` (e.g. a guardian's key, so it can pay
+    /// for its own anchors and challenge commitments) and mines the payment.
+    pub async fn fund_script(
+        &mut self,
+        script_pubkey: bitcoin::ScriptBuf,
+        amount: bitcoin::Amount,
+    ) -> Result<Txid, DevnetError> {
+        let tx = self
+            .wallet
+            .pay_to(script_pubkey, amount, bitcoin::FeeRate::from_sat_per_vb_unchecked(2))
+            .map_err(|e| setup(format!("funding: {e}")))?;
+        self.confirm(&tx).await
+    }
+
     async fn broadcast(&mut self, tx: &Transaction) -> Result<Txid, DevnetError> {
         let txid = self.rpc.send_raw_transaction(tx).await?;
         self.wallet.apply_unconfirmed(tx);

@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod profile;
 pub mod proof;
 pub mod replay;
+pub mod runes;
 pub mod seal;
 pub mod signature;
 pub mod state;

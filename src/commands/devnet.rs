@@ -49,6 +49,13 @@ pub struct DevnetArgs {
     /// Stop after N seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub for_seconds: Option<u64>,
+    /// Also run a guardian (`kray-guardian run`, a separate process) watching this devnet, in this
+    /// mode (`watch`, `challenge` or `full`); its API listens on `--guardian-port`.
+    #[arg(long)]
+    pub guardian: Option<String>,
+    /// Port of the guardian's HTTP API (with `--guardian`).
+    #[arg(long, default_value_t = 8420)]
+    pub guardian_port: u16,
 }
 
 /// Run the devnet until Ctrl-C or `--for-seconds`.
@@ -84,6 +91,10 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
     }
     println!("  replay (while the devnet runs; its bitcoind stops with it):");
     println!("    {}", info.replay_command());
+    let mut guardian = match &args.guardian {
+        Some(mode) => Some(start_guardian(&info, mode, args.guardian_port)?),
+        None => None,
+    };
     let stats = Arc::new(TrafficStats::default());
     let traffic = (args.traffic_rate > 0.0).then(|| {
         tokio::spawn(traffic::run(
@@ -110,6 +121,10 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
     if let Some(t) = traffic {
         t.abort();
     }
+    if let Some(g) = guardian.as_mut() {
+        let _ = g.kill();
+        let _ = g.wait();
+    }
     result.context("devnet")?;
     println!(
         "devnet stopped at height {}; transfers accepted {}, refused {}",
@@ -118,4 +133,34 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
         stats.refused.load(std::sync::atomic::Ordering::Relaxed)
     );
     Ok(0)
+}
+
+/// Starts `kray-guardian run` watching the devnet, with a config written beside the devnet's data.
+fn start_guardian(
+    info: &kray_devnet::runner::DevnetInfo,
+    mode: &str,
+    port: u16,
+) -> anyhow::Result<std::process::Child> {
+    let dir = info.data_dir.join("guardian");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config = dir.join("guardian.toml");
+    let text = kray_devnet::guardian::guardian_toml(info, mode, &dir.join("data"), &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    let log = dir.join("guardian.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone().context("log file")?;
+    let exe = std::env::current_exe().context("locating kray-guardian")?;
+    let child = std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .context("starting the guardian")?;
+    println!(
+        "  guardian: http://127.0.0.1:{port}/v1/status  ({mode} mode; config {}, log {})",
+        config.display(),
+        log.display()
+    );
+    Ok(child)
 }

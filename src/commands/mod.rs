@@ -4,6 +4,7 @@ pub mod devnet;
 pub mod gen_workload;
 pub mod init;
 pub mod replay;
+pub mod run;
 pub mod verify_proof;
 
 use anyhow::Context;

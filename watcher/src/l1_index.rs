@@ -1,10 +1,11 @@
 //! The L1 index: chain following wired to the store, so every anchor of the best chain is a row and a
 //! restart resumes exactly where the last run stopped.
 //!
-//! - [`StoreSink`] is the [`BlockSink`]: `connect` derives the block's effects (today: anchors, see
-//!   [`crate::anchors`]) and hands them with the header to [`Store::apply_block`] (one SQL transaction:
-//!   header, effects, cursor); `disconnect(height, ..)` is [`Store::rollback_above`]`(height - 1)`
-//!   (one SQL transaction).
+//! - [`StoreSink`] is the [`BlockSink`]: `connect` derives the block's effects (anchors, see
+//!   [`crate::anchors`]; with a [`BridgeConfig`], the rune outputs, deposits and bridge spends, see
+//!   [`crate::bridge`], whose input balances come from the store in one bulk lookup) and hands them
+//!   with the header to [`Store::apply_block`] (one SQL transaction: header, effects, cursor);
+//!   `disconnect(height, ..)` is [`Store::rollback_above`]`(height - 1)` (one SQL transaction).
 //! - [`follower_from_store`] rebuilds a [`Follower`] from the store's headers
 //!   ([`Follower::from_headers`]), so the follower and the store agree on the followed chain.
 //! - [`L1Index`] owns a [`ChainDriver`] and a [`StoreSink`] and enforces the driver's rule: **after a
@@ -20,11 +21,12 @@
 use bitcoin::{Block, BlockHash};
 
 use crate::anchors::anchor_effects;
+use crate::bridge::{block_effects, block_input_txids, held_from_rows, BridgeConfig, Held};
 use crate::chain::{
     BlockSink, ChainDriver, ChainError, ChainSource, DriverError, FollowError, FollowStatus, Follower, FollowerConfig,
     HeaderInfo,
 };
-use crate::store::{L1Header, Store, StoreError, CHAIN_STAGE};
+use crate::store::{Effect, L1Header, Store, StoreError, CHAIN_STAGE};
 
 /// Errors of the L1 index.
 #[derive(Debug, thiserror::Error)]
@@ -56,12 +58,47 @@ pub enum IndexError {
 #[derive(Debug, Clone)]
 pub struct StoreSink {
     store: Store,
+    bridge: Option<BridgeConfig>,
+    /// Whether the checkpoint question is settled (seeded, or the store was not empty).
+    seeded: bool,
 }
 
 impl StoreSink {
-    /// A sink writing to `store`.
+    /// A sink writing to `store` (anchors only).
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, bridge: None, seeded: false }
+    }
+
+    /// A sink that also tracks the rune and the bridge of `bridge` (`None`: anchors only). Its
+    /// checkpoint, if any, is seeded with the first block applied to an empty store.
+    pub fn with_bridge(store: Store, bridge: Option<BridgeConfig>) -> Self {
+        Self { store, bridge, seeded: false }
+    }
+
+    /// The rune and bridge tracking configuration, if any.
+    pub fn bridge(&self) -> Option<&BridgeConfig> {
+        self.bridge.as_ref()
+    }
+
+    /// The bridge effects of `block`, preceded by the checkpoint's when the store is empty.
+    async fn bridge_effects(
+        &self,
+        config: &BridgeConfig,
+        height: u32,
+        block: &Block,
+    ) -> Result<Vec<Effect>, IndexError> {
+        let mut effects = Vec::new();
+        let rows = self.store.unspent_rune_outputs_of_txids(&block_input_txids(block)).await?;
+        let mut held = held_from_rows(&rows);
+        if !self.seeded && !config.checkpoint.is_empty() && self.store.tip_header().await?.is_none() {
+            tracing::info!(height, outputs = config.checkpoint.len(), "seeding the rune checkpoint");
+            effects.extend(config.checkpoint_effects());
+            for c in &config.checkpoint {
+                held.insert(c.outpoint, Held { script_pubkey: c.script_pubkey.clone(), amount: c.amount });
+            }
+        }
+        effects.extend(block_effects(config, block, height, &held));
+        Ok(effects)
     }
 
     /// The store.
@@ -79,8 +116,12 @@ impl BlockSink for StoreSink {
             hash: hash.to_string(),
             prev_hash: block.header.prev_blockhash.to_string(),
         };
-        let effects = anchor_effects(block, height, hash);
+        let mut effects = anchor_effects(block, height, hash);
+        if let Some(config) = &self.bridge {
+            effects.extend(self.bridge_effects(config, height, block).await?);
+        }
         self.store.apply_block(&header, &effects).await?;
+        self.seeded = true;
         tracing::debug!(height, %hash, effects = effects.len(), "block indexed");
         Ok(())
     }
@@ -144,7 +185,8 @@ pub async fn follower_from_store(store: &Store, config: FollowerConfig) -> Resul
         .collect::<Result<Vec<_>, IndexError>>()?;
     let follower = Follower::from_headers(config, headers)?;
     if let Some(tip) = follower.tip() {
-        tracing::info!(height = tip.height, hash = %tip.hash, headers = follower.header_count(), "follower resumed from the store");
+        let headers = follower.header_count();
+        tracing::info!(height = tip.height, hash = %tip.hash, headers, "follower resumed from the store");
     }
     Ok(follower)
 }
@@ -162,10 +204,21 @@ pub struct L1Index<S> {
 impl<S: ChainSource + Clone> L1Index<S> {
     /// Opens the index on `store`, resuming from its headers ([`follower_from_store`]).
     pub async fn open(source: S, store: Store, config: FollowerConfig) -> Result<Self, IndexError> {
+        Self::open_with_bridge(source, store, config, None).await
+    }
+
+    /// [`L1Index::open`], also tracking the rune and bridge of `bridge` (when `Some`). Start the
+    /// follower (`config.start_height`) at the rune's etching height, or just above the checkpoint.
+    pub async fn open_with_bridge(
+        source: S,
+        store: Store,
+        config: FollowerConfig,
+        bridge: Option<BridgeConfig>,
+    ) -> Result<Self, IndexError> {
         let follower = follower_from_store(&store, config).await?;
         Ok(Self {
             driver: ChainDriver::new(source, follower),
-            sink: StoreSink::new(store),
+            sink: StoreSink::with_bridge(store, bridge),
             config,
             earlier_deep_reorgs: 0,
         })
@@ -306,6 +359,82 @@ mod tests {
         assert_eq!(anchors.len(), 1);
         assert_eq!((anchors[0].height, &anchors[0].block_hash), (7, &again.to_string()));
         assert_eq!(cursor_height(index.store()).await, Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_is_seeded_once_and_deposits_follow_reorgs() {
+        use bitcoin::hashes::Hash;
+        use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+        use bitcoin::{Network, OutPoint, ScriptBuf, TxIn, Txid};
+        use kray_replayer::bridge::{BridgeDescriptor, InternalKey};
+        use kray_replayer::l1payload::deposit_tag_script;
+
+        use crate::bridge::CheckpointOutput;
+
+        let secp = Secp256k1::new();
+        let keys: Vec<PublicKey> = (1u8..=3)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[31] = i;
+                PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&b).expect("sk"))
+            })
+            .collect();
+        let bridge = BridgeDescriptor::new(&keys, InternalKey::Nums).expect("bridge");
+        let user = ScriptBuf::from_bytes([0x51, 0x20].into_iter().chain([9u8; 32]).collect());
+        let seeded = OutPoint { txid: Txid::from_byte_array([5; 32]), vout: 1 };
+        let config = BridgeConfig::new(ordinals::RuneId { block: 1, tx: 1 }, &bridge, Network::Regtest)
+            .with_checkpoint(vec![CheckpointOutput {
+                outpoint: seeded,
+                script_pubkey: user.clone(),
+                value: Amount::from_sat(546),
+                amount: 50,
+            }]);
+        let chain = ScriptedChain::new();
+        chain.extend(2);
+        let dir = tempfile::tempdir().expect("dir");
+        let open = |store: Store| {
+            L1Index::open_with_bridge(chain.clone(), store, FollowerConfig::new(1), Some(config.clone()))
+        };
+        let mut index = open(store(&dir).await).await.expect("open");
+        index.sync(10).await.expect("sync");
+        let seed_op = crate::store::Outpoint { txid: seeded.txid.to_string(), vout: 1 };
+        let seed_row = index.store().rune_output(&seed_op).await.expect("row");
+        assert_eq!(seed_row.map(|r| (r.height, r.amount)), Some((1, 50)));
+
+        // A deposit of the seeded runes (no runestone: all to output 0, the bridge).
+        let account = [0x11u8; 32];
+        let deposit = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn { previous_output: seeded, ..TxIn::default() }],
+            output: vec![
+                TxOut { value: Amount::from_sat(546), script_pubkey: bridge.script_pubkey() },
+                TxOut { value: Amount::ZERO, script_pubkey: deposit_tag_script(&account) },
+            ],
+        };
+        chain.extend_with(vec![deposit.clone()]);
+        index.sync(10).await.expect("sync");
+        let deposits = index.store().bridge_deposits().await.expect("deposits");
+        assert_eq!(deposits.len(), 1);
+        assert_eq!(
+            (deposits[0].0.amount, deposits[0].0.recipient.clone(), deposits[0].1),
+            (50, Some(hex::encode(account)), 1)
+        );
+
+        // A 2-block reorg removes it and un-spends the seeded output; a restart does not seed again.
+        chain.fork(2, 3);
+        index.sync(10).await.expect("sync");
+        assert_eq!(index.store().bridge_deposits().await.expect("deposits"), vec![]);
+        let seed_row = index.store().rune_output(&seed_op).await.expect("row").expect("seed kept");
+        assert_eq!((seed_row.spent_by, seed_row.height), (None, 1));
+        index.store().close().await;
+        drop(index);
+        let mut index = open(store(&dir).await).await.expect("reopen");
+        chain.extend_with(vec![deposit]);
+        index.sync(10).await.expect("sync after restart: the seed is not inserted twice");
+        let script = hex::encode(bridge.script_pubkey().as_bytes());
+        assert_eq!(index.store().rune_balance_of_script(&script).await.expect("balance"), 50);
+        assert_eq!(index.store().rune_balance_of_script(&hex::encode(user.as_bytes())).await.expect("balance"), 0);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 pub mod anchors;
 pub mod bridge;
 pub mod chain;
+pub mod judge;
 pub mod l1_index;
 pub mod mirror;
 pub mod store;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use kray_watcher::store::{
-    BatchCopy, Cursor, Effect, Finding, L1Header, Outpoint, Severity, Store, StoreError, CHAIN_STAGE, SQLITE_FILE,
+    BatchCopy, Cursor, Effect, Finding, L1Header, Outpoint, PayoutOutput, Severity, SpendPath, Store, StoreError,
+    CHAIN_STAGE, SQLITE_FILE,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -136,6 +137,8 @@ on_both_backends!(
     reopen_resumes_cursor,
     headers_pruned_to_window,
     concurrent_writers,
+    rune_rows_apply_and_roll_back,
+    a_bad_rune_spend_rolls_back_the_whole_block,
 );
 
 fn hash(height: u64, branch: u8) -> String {
@@ -143,6 +146,10 @@ fn hash(height: u64, branch: u8) -> String {
         return "00".repeat(32);
     }
     format!("{branch:02x}{height:062x}")
+}
+
+fn deposit(outpoint: Outpoint, amount: u128) -> Effect {
+    Effect::Deposit { outpoint, amount, recipient: None, from_bridge: false }
 }
 
 fn block(height: u64, branch: u8, prev_branch: u8) -> L1Header {
@@ -179,12 +186,12 @@ async fn chain(store: &Store, n: u64) {
 async fn apply_block_is_atomic(target: &Target) {
     let store = target.open().await;
     chain(&store, 1).await;
-    store.apply_block(&block(2, 0, 0), &[Effect::Deposit { outpoint: op(1, 0), amount: 5 }]).await.expect("block 2");
+    store.apply_block(&block(2, 0, 0), &[deposit(op(1, 0), 5)]).await.expect("block 2");
 
     // Block 3: good effects first, then a spend of an unknown outpoint.
     let good = vec![
         Effect::Anchor { outpoint: op(2, 0), root: "aa".repeat(32) },
-        Effect::Deposit { outpoint: op(3, 1), amount: 7 },
+        deposit(op(3, 1), 7),
         Effect::Spend { outpoint: op(1, 0), spent_by: "ee".repeat(32) },
         Effect::Finding(finding("f1", 10)),
     ];
@@ -248,8 +255,8 @@ async fn rollback_above_removes_derived_rows(target: &Target) {
         .apply_block(
             &block(2, 0, 0),
             &[
-                Effect::Deposit { outpoint: op(1, 0), amount: 100 },
-                Effect::Deposit { outpoint: op(1, 1), amount: 200 },
+                deposit(op(1, 0), 100),
+                deposit(op(1, 1), 200),
                 Effect::Anchor { outpoint: op(2, 0), root: "01".repeat(32) },
             ],
         )
@@ -264,7 +271,7 @@ async fn rollback_above_removes_derived_rows(target: &Target) {
             &block(4, 0, 0),
             &[
                 Effect::Anchor { outpoint: op(4, 0), root: "04".repeat(32) },
-                Effect::Deposit { outpoint: op(4, 1), amount: 400 },
+                deposit(op(4, 1), 400),
                 Effect::Finding(finding("reorgable", 40)),
             ],
         )
@@ -365,8 +372,7 @@ async fn u128_amounts_round_trip(target: &Target) {
     let store = target.open().await;
     chain(&store, 1).await;
     let amounts = [0u128, 1, i64::MAX as u128, i64::MAX as u128 + 1, u64::MAX as u128 + 1, u128::MAX];
-    let effects: Vec<Effect> =
-        amounts.iter().enumerate().map(|(i, a)| Effect::Deposit { outpoint: op(50, i as u32), amount: *a }).collect();
+    let effects: Vec<Effect> = amounts.iter().enumerate().map(|(i, a)| deposit(op(50, i as u32), *a)).collect();
     store.apply_block(&block(2, 0, 0), &effects).await.expect("deposits");
     for (i, a) in amounts.iter().enumerate() {
         let d = store.deposit(&op(50, i as u32)).await.expect("deposit").expect("some");
@@ -460,12 +466,12 @@ async fn concurrent_writers(target: &Target) {
         let store = store.clone();
         tokio::spawn(async move {
             for h in 1..=150u64 {
-                let effects = [Effect::Deposit { outpoint: op(h, 0), amount: u128::from(h) }];
+                let effects = [deposit(op(h, 0), u128::from(h))];
                 store.apply_block(&block(h, 0, 0), &effects).await.expect("apply");
                 if h % 50 == 0 {
                     store.rollback_above(h - 3).await.expect("rollback");
                     for r in h - 2..=h {
-                        let effects = [Effect::Deposit { outpoint: op(r, 0), amount: u128::from(r) }];
+                        let effects = [deposit(op(r, 0), u128::from(r))];
                         store.apply_block(&block(r, 0, 0), &effects).await.expect("re-apply");
                     }
                 }
@@ -506,4 +512,178 @@ async fn concurrent_writers(target: &Target) {
     assert_eq!(store.findings(false).await.expect("findings").len(), 100);
     assert_eq!(store.cursor(CHAIN_STAGE).await.expect("cursor").map(|c| c.height), Some(150));
     store.close().await;
+}
+
+fn rune_output(outpoint: Outpoint, script: &str, amount: u128) -> Effect {
+    Effect::RuneOutput { outpoint, script_pubkey: script.to_string(), value: 546, amount }
+}
+
+fn payout(outpoint: Outpoint, script: &str, amount: u128) -> Effect {
+    Effect::PayoutOutput(PayoutOutput {
+        outpoint,
+        script_pubkey: script.to_string(),
+        address: Some(format!("addr-{script}")),
+        value: 546,
+        amount,
+    })
+}
+
+/// The rows of a deposit at 2, a key-path sweep of it at 4 and a script-path payout at 5; a rollback to
+/// 3 deletes the rows above and un-spends what was spent above; re-applying finds them again.
+async fn rune_rows_apply_and_roll_back(target: &Target) {
+    let store = target.open().await;
+    chain(&store, 1).await;
+    let bridge = "5120".to_string() + &"bb".repeat(32);
+    let user = "5120".to_string() + &"11".repeat(32);
+    let thief = "5120".to_string() + &"ee".repeat(32);
+    let big = u128::MAX - 7;
+    let recipient = "42".repeat(32);
+    store
+        .apply_block(
+            &block(2, 0, 0),
+            &[
+                rune_output(op(2, 0), &bridge, 300),
+                Effect::Deposit {
+                    outpoint: op(2, 0),
+                    amount: 300,
+                    recipient: Some(recipient.clone()),
+                    from_bridge: false,
+                },
+                rune_output(op(2, 3), &user, big),
+                rune_output(op(2, 4), &bridge, 50),
+                Effect::Deposit { outpoint: op(2, 4), amount: 50, recipient: None, from_bridge: false },
+            ],
+        )
+        .await
+        .expect("2");
+    chain_to(&store, 3).await;
+    let sweep = hash(40, 9);
+    store
+        .apply_block(
+            &block(4, 0, 0),
+            &[
+                Effect::RuneSpend { outpoint: op(2, 0), spent_by: sweep.clone() },
+                Effect::Spend { outpoint: op(2, 0), spent_by: sweep.clone() },
+                Effect::BridgeSpend {
+                    outpoint: op(2, 0),
+                    spent_by: sweep.clone(),
+                    input_index: 0,
+                    path: SpendPath::KeyPath,
+                    leaf_script: None,
+                },
+                rune_output(Outpoint { txid: sweep.clone(), vout: 0 }, &thief, 300),
+                payout(Outpoint { txid: sweep.clone(), vout: 0 }, &thief, 300),
+                payout(Outpoint { txid: sweep.clone(), vout: 1 }, &user, 0),
+            ],
+        )
+        .await
+        .expect("4");
+    let pay = hash(50, 9);
+    store
+        .apply_block(
+            &block(5, 0, 0),
+            &[
+                Effect::RuneSpend { outpoint: op(2, 4), spent_by: pay.clone() },
+                Effect::Spend { outpoint: op(2, 4), spent_by: pay.clone() },
+                Effect::BridgeSpend {
+                    outpoint: op(2, 4),
+                    spent_by: pay.clone(),
+                    input_index: 1,
+                    path: SpendPath::ScriptPath,
+                    leaf_script: Some("20aa".into()),
+                },
+                payout(Outpoint { txid: pay.clone(), vout: 0 }, &user, 50),
+            ],
+        )
+        .await
+        .expect("5");
+
+    // Reads.
+    let deposits = store.bridge_deposits().await.expect("deposits");
+    assert_eq!(deposits.len(), 2);
+    assert_eq!((deposits[0].0.recipient.as_deref(), deposits[0].1), (Some(recipient.as_str()), 4), "5 - 2 + 1");
+    assert_eq!(deposits[0].0.spent_by.as_deref(), Some(sweep.as_str()));
+    assert_eq!(store.rune_balance_of_script(&bridge).await.expect("balance"), 0);
+    assert_eq!(store.rune_balance_of_script(&user).await.expect("balance"), big, "u128 amount round-trips");
+    assert_eq!(store.rune_balance_of_script(&thief).await.expect("balance"), 300);
+    let spends = store.bridge_spends().await.expect("spends");
+    assert_eq!(spends.len(), 2);
+    assert_eq!((spends[0].path, spends[0].amount, spends[0].height), (SpendPath::KeyPath, 300, 4));
+    assert_eq!(
+        spends[0].outputs.iter().map(|o| (o.outpoint.vout, o.amount)).collect::<Vec<_>>(),
+        vec![(0, 300), (1, 0)]
+    );
+    assert_eq!(spends[0].outputs[0].address.as_deref(), Some(format!("addr-{thief}").as_str()));
+    assert_eq!(
+        (spends[1].path, spends[1].leaf_script.as_deref(), spends[1].input_index),
+        (SpendPath::ScriptPath, Some("20aa"), 1)
+    );
+    let spent = store.rune_output(&op(2, 0)).await.expect("row").expect("some");
+    assert_eq!((spent.spent_by.as_deref(), spent.spent_height), (Some(sweep.as_str()), Some(4)));
+    let lookup = store.unspent_rune_outputs_of_txids(&[op(2, 0).txid, sweep.clone()]).await.expect("lookup");
+    let mut unspent: Vec<Outpoint> = lookup.into_iter().map(|o| o.outpoint).collect();
+    unspent.sort();
+    assert_eq!(unspent, vec![op(2, 3), Outpoint { txid: sweep.clone(), vout: 0 }], "spent outputs are not returned");
+
+    // A reorg to 3 deletes the rows of 4 and 5 and un-spends the bridge outputs.
+    let r = store.rollback_above(3).await.expect("rollback");
+    assert_eq!((r.rune_outputs, r.rune_unspent, r.bridge_spends, r.payout_outputs, r.unspent), (1, 2, 2, 3, 2));
+    assert_eq!(store.bridge_spends().await.expect("spends"), vec![]);
+    assert_eq!(store.rune_balance_of_script(&bridge).await.expect("balance"), 350);
+    assert_eq!(store.rune_output(&Outpoint { txid: sweep.clone(), vout: 0 }).await.expect("row"), None);
+    let d = store.deposit(&op(2, 0)).await.expect("d").expect("some");
+    assert_eq!((d.spent_by, d.recipient), (None, Some(recipient.clone())));
+
+    // Restart: reopen and apply the sweep again on another branch; no duplicates.
+    store.close().await;
+    let store = target.open().await;
+    store
+        .apply_block(
+            &block(4, 1, 0),
+            &[
+                Effect::RuneSpend { outpoint: op(2, 0), spent_by: sweep.clone() },
+                Effect::Spend { outpoint: op(2, 0), spent_by: sweep.clone() },
+                Effect::BridgeSpend {
+                    outpoint: op(2, 0),
+                    spent_by: sweep.clone(),
+                    input_index: 0,
+                    path: SpendPath::KeyPath,
+                    leaf_script: None,
+                },
+                payout(Outpoint { txid: sweep.clone(), vout: 0 }, &thief, 300),
+            ],
+        )
+        .await
+        .expect("4'");
+    let spends = store.bridge_spends().await.expect("spends");
+    assert_eq!(spends.len(), 1);
+    assert_eq!(spends[0].block_hash, hash(4, 1));
+    assert_eq!(store.bridge_deposits().await.expect("deposits")[0].1, 3, "4 - 2 + 1");
+    store.close().await;
+}
+
+/// A rune spend of an unknown outpoint fails the block: nothing of it is written.
+async fn a_bad_rune_spend_rolls_back_the_whole_block(target: &Target) {
+    let store = target.open().await;
+    chain(&store, 1).await;
+    let script = "5120".to_string() + &"11".repeat(32);
+    let effects = [
+        rune_output(op(2, 0), &script, 9),
+        payout(op(2, 1), &script, 0),
+        Effect::RuneSpend { outpoint: op(77, 0), spent_by: "aa".repeat(32) },
+    ];
+    let err = store.apply_block(&block(2, 0, 0), &effects).await.expect_err("unknown outpoint");
+    assert!(matches!(err, StoreError::UnknownOutpoint(_)), "{err:?}");
+    assert_eq!(store.rune_output(&op(2, 0)).await.expect("row"), None);
+    assert_eq!(store.tip_header().await.expect("tip").map(|h| h.height), Some(1));
+    store.apply_block(&block(2, 0, 0), &effects[..2]).await.expect("without the bad spend");
+    assert_eq!(store.rune_balance_of_script(&script).await.expect("balance"), 9);
+    store.close().await;
+}
+
+async fn chain_to(store: &Store, height: u64) {
+    let from = store.tip_header().await.expect("tip").map_or(1, |h| h.height + 1);
+    for h in from..=height {
+        store.apply_block(&block(h, 0, 0), &[]).await.expect("block");
+    }
 }

@@ -13,6 +13,7 @@ pub mod source;
 
 pub use bitcoind::BitcoindSource;
 pub use driver::{BlockSink, ChainDriver, DriverError, FollowStatus, LagReason};
+pub use electrum::{ElectrumSource, WatchSet};
 pub use follower::{ChainEvent, FollowError, Follower, FollowerConfig, Plan, Update, MIN_HEADER_CAPACITY};
 pub use scripted::ScriptedChain;
 pub use source::{ChainError, ChainSource, ChainTip, HeaderInfo};

@@ -21,7 +21,12 @@ macro_rules! backend_ops {
             /// Rows per multi-row `INSERT` (5 binds each: far below both backends' limits).
             const BATCH_CHUNK: usize = 500;
 
-            type DepositRow = (String, i64, i64, String, String, Option<String>, Option<i64>, Option<String>);
+            type DepositRow =
+                (String, i64, i64, String, String, Option<String>, Option<i64>, Option<String>, Option<String>, i64);
+            type RuneOutputRow =
+                (String, i64, i64, String, String, i64, String, Option<String>, Option<i64>, Option<String>);
+            type BridgeSpendRow = (String, i64, String, i64, String, Option<String>, i64, String, String);
+            type PayoutRow = (String, i64, String, Option<String>, i64, String);
             type FindingRow = (
                 String,
                 String,
@@ -44,8 +49,30 @@ macro_rules! backend_ops {
                 Ok(L1Header { height: to_u64(row.0, "height")?, hash: row.1, prev_hash: row.2 })
             }
 
+            fn amount(text: &str) -> Result<u128> {
+                text.parse::<u128>().map_err(|_| StoreError::Corrupt(format!("amount {text:?}")))
+            }
+
+            fn sats(v: i64) -> Result<u64> {
+                to_u64(v, "value")
+            }
+
+            fn rune_output_row(r: RuneOutputRow) -> Result<RuneOutput> {
+                Ok(RuneOutput {
+                    outpoint: Outpoint { txid: r.0, vout: vout(r.1)? },
+                    height: to_u64(r.2, "height")?,
+                    block_hash: r.3,
+                    script_pubkey: r.4,
+                    value: sats(r.5)?,
+                    amount: amount(&r.6)?,
+                    spent_by: r.7,
+                    spent_height: r.8.map(|h| to_u64(h, "spent_height")).transpose()?,
+                    spent_block_hash: r.9,
+                })
+            }
+
             fn deposit_row(r: DepositRow) -> Result<Deposit> {
-                let amount = r.4.parse::<u128>().map_err(|_| StoreError::Corrupt(format!("amount {:?}", r.4)))?;
+                let amount = amount(&r.4)?;
                 Ok(Deposit {
                     outpoint: Outpoint { txid: r.0, vout: vout(r.1)? },
                     height: to_u64(r.2, "height")?,
@@ -54,6 +81,8 @@ macro_rules! backend_ops {
                     spent_by: r.5,
                     spent_height: r.6.map(|h| to_u64(h, "spent_height")).transpose()?,
                     spent_block_hash: r.7,
+                    recipient: r.8,
+                    from_bridge: r.9 != 0,
                 })
             }
 
@@ -77,8 +106,13 @@ macro_rules! backend_ops {
 
             const FINDING_COLS: &str = "id, kind, severity, batch_id, outpoint, first_seen, resolved_at, \
                  deadline_height, evidence, height, block_hash";
-            const DEPOSIT_COLS: &str =
-                "txid, vout, height, block_hash, amount, spent_by, spent_height, spent_block_hash";
+            const DEPOSIT_COLS: &str = "txid, vout, height, block_hash, amount, spent_by, spent_height, \
+                 spent_block_hash, recipient, from_bridge";
+            const RUNE_OUTPUT_COLS: &str = "txid, vout, height, block_hash, script_pubkey, value, amount, \
+                 spent_by, spent_height, spent_block_hash";
+
+            /// Txids per `IN (...)` list when looking up outpoints in bulk.
+            const LOOKUP_CHUNK: usize = 500;
 
             pub(crate) async fn migrate(pool: &Pool<Db>) -> Result<()> {
                 crate::store::MIGRATOR.run(pool).await?;
@@ -187,16 +221,81 @@ macro_rules! backend_ops {
                         .execute(&mut *conn)
                         .await?;
                     }
-                    Effect::Deposit { outpoint, amount } => {
+                    Effect::Deposit { outpoint, amount, recipient, from_bridge } => {
                         sqlx::query(
-                            "INSERT INTO deposits (txid, vout, height, block_hash, amount) \
-                             VALUES ($1, $2, $3, $4, $5)",
+                            "INSERT INTO deposits (txid, vout, height, block_hash, amount, recipient, from_bridge) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
                         )
                         .bind(&outpoint.txid)
                         .bind(i64::from(outpoint.vout))
                         .bind(height)
                         .bind(&block.hash)
                         .bind(amount.to_string())
+                        .bind(recipient)
+                        .bind(i64::from(*from_bridge))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Effect::RuneOutput { outpoint, script_pubkey, value, amount } => {
+                        sqlx::query(
+                            "INSERT INTO rune_outputs (txid, vout, height, block_hash, script_pubkey, value, amount) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        )
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(script_pubkey)
+                        .bind(to_i64(*value)?)
+                        .bind(amount.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Effect::RuneSpend { outpoint, spent_by } => {
+                        let done = sqlx::query(
+                            "UPDATE rune_outputs SET spent_by = $1, spent_height = $2, spent_block_hash = $3 \
+                             WHERE txid = $4 AND vout = $5 AND spent_by IS NULL",
+                        )
+                        .bind(spent_by)
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .execute(&mut *conn)
+                        .await?;
+                        if done.rows_affected() != 1 {
+                            return Err(StoreError::UnknownOutpoint(outpoint.clone()));
+                        }
+                    }
+                    Effect::BridgeSpend { outpoint, spent_by, input_index, path, leaf_script } => {
+                        sqlx::query(
+                            "INSERT INTO bridge_spends (txid, vout, spent_by, input_index, path, leaf_script, \
+                             height, block_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .bind(spent_by)
+                        .bind(i64::from(*input_index))
+                        .bind(path.as_str())
+                        .bind(leaf_script)
+                        .bind(height)
+                        .bind(&block.hash)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Effect::PayoutOutput(p) => {
+                        sqlx::query(
+                            "INSERT INTO payout_outputs (txid, vout, height, block_hash, script_pubkey, address, \
+                             value, amount) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(&p.outpoint.txid)
+                        .bind(i64::from(p.outpoint.vout))
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(&p.script_pubkey)
+                        .bind(&p.address)
+                        .bind(to_i64(p.value)?)
+                        .bind(p.amount.to_string())
                         .execute(&mut *conn)
                         .await?;
                     }
@@ -314,6 +413,29 @@ macro_rules! backend_ops {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                r.rune_outputs = sqlx::query("DELETE FROM rune_outputs WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                r.rune_unspent = sqlx::query(
+                    "UPDATE rune_outputs SET spent_by = NULL, spent_height = NULL, spent_block_hash = NULL \
+                     WHERE spent_height > $1",
+                )
+                .bind(h)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                r.bridge_spends = sqlx::query("DELETE FROM bridge_spends WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                r.payout_outputs = sqlx::query("DELETE FROM payout_outputs WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 tx.commit().await?;
                 Ok(r)
             }
@@ -350,6 +472,95 @@ macro_rules! backend_ops {
                     .fetch_optional(pool)
                     .await?;
                 row.map(deposit_row).transpose()
+            }
+
+            pub(crate) async fn rune_output(pool: &Pool<Db>, outpoint: &Outpoint) -> Result<Option<RuneOutput>> {
+                let sql = format!("SELECT {RUNE_OUTPUT_COLS} FROM rune_outputs WHERE txid = $1 AND vout = $2");
+                let row: Option<RuneOutputRow> = sqlx::query_as(&sql)
+                    .bind(&outpoint.txid)
+                    .bind(i64::from(outpoint.vout))
+                    .fetch_optional(pool)
+                    .await?;
+                row.map(rune_output_row).transpose()
+            }
+
+            pub(crate) async fn unspent_rune_outputs_of_txids(
+                pool: &Pool<Db>,
+                txids: &[String],
+            ) -> Result<Vec<RuneOutput>> {
+                let mut out = Vec::new();
+                for chunk in txids.chunks(LOOKUP_CHUNK) {
+                    let mut qb: QueryBuilder<'_, Db> = QueryBuilder::new(format!(
+                        "SELECT {RUNE_OUTPUT_COLS} FROM rune_outputs WHERE spent_by IS NULL AND txid IN ("
+                    ));
+                    let mut list = qb.separated(", ");
+                    for txid in chunk {
+                        list.push_bind(txid);
+                    }
+                    qb.push(")");
+                    let rows: Vec<RuneOutputRow> = qb.build_query_as().fetch_all(pool).await?;
+                    for row in rows {
+                        out.push(rune_output_row(row)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            pub(crate) async fn unspent_rune_outputs_of_script(
+                pool: &Pool<Db>,
+                script_pubkey: &str,
+            ) -> Result<Vec<RuneOutput>> {
+                let sql = format!(
+                    "SELECT {RUNE_OUTPUT_COLS} FROM rune_outputs WHERE script_pubkey = $1 AND spent_by IS NULL \
+                     ORDER BY height, txid, vout"
+                );
+                let rows: Vec<RuneOutputRow> = sqlx::query_as(&sql).bind(script_pubkey).fetch_all(pool).await?;
+                rows.into_iter().map(rune_output_row).collect()
+            }
+
+            pub(crate) async fn bridge_spends(pool: &Pool<Db>) -> Result<Vec<BridgeSpend>> {
+                let spends: Vec<BridgeSpendRow> = sqlx::query_as(
+                    "SELECT s.txid, s.vout, s.spent_by, s.input_index, s.path, s.leaf_script, s.height, \
+                     s.block_hash, d.amount FROM bridge_spends s \
+                     JOIN deposits d ON d.txid = s.txid AND d.vout = s.vout \
+                     ORDER BY s.height, s.spent_by, s.input_index",
+                )
+                .fetch_all(pool)
+                .await?;
+                let payouts: Vec<PayoutRow> = sqlx::query_as(
+                    "SELECT txid, vout, script_pubkey, address, value, amount FROM payout_outputs ORDER BY txid, vout",
+                )
+                .fetch_all(pool)
+                .await?;
+                let mut by_tx: std::collections::BTreeMap<String, Vec<PayoutOutput>> = Default::default();
+                for (txid, v, script_pubkey, address, value, amt) in payouts {
+                    let p = PayoutOutput {
+                        outpoint: Outpoint { txid: txid.clone(), vout: vout(v)? },
+                        script_pubkey,
+                        address,
+                        value: sats(value)?,
+                        amount: amount(&amt)?,
+                    };
+                    by_tx.entry(txid).or_default().push(p);
+                }
+                spends
+                    .into_iter()
+                    .map(|r| {
+                        let input_index =
+                            u32::try_from(r.3).map_err(|_| StoreError::Corrupt(format!("input index {}", r.3)))?;
+                        Ok(BridgeSpend {
+                            outpoint: Outpoint { txid: r.0, vout: vout(r.1)? },
+                            amount: amount(&r.8)?,
+                            outputs: by_tx.get(&r.2).cloned().unwrap_or_default(),
+                            spent_by: r.2,
+                            input_index,
+                            path: r.4.parse()?,
+                            leaf_script: r.5,
+                            height: to_u64(r.6, "height")?,
+                            block_hash: r.7,
+                        })
+                    })
+                    .collect()
             }
 
             pub(crate) async fn insert_batches(pool: &Pool<Db>, copies: &[BatchCopy]) -> Result<u64> {

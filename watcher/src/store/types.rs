@@ -89,6 +89,120 @@ pub struct Deposit {
     pub spent_height: Option<u64>,
     /// Hash of the block holding the spend, if spent.
     pub spent_block_hash: Option<String>,
+    /// The L2 recipient (32-byte account key, hex) named by the `KRAY D` tag of the creating
+    /// transaction; `None` when it has none (a payout's change, a deposit without a tag).
+    pub recipient: Option<String>,
+    /// Whether the creating transaction itself spent a bridge outpoint (bridge change, not a deposit).
+    pub from_bridge: bool,
+}
+
+impl Deposit {
+    /// Confirmations at chain tip `tip_height` (1 when created in the tip block; 0 if above it).
+    pub fn confirmations(&self, tip_height: u64) -> u64 {
+        confirmations(self.height, tip_height)
+    }
+}
+
+/// Confirmations of a row created at `height` when the tip is at `tip_height`.
+pub fn confirmations(height: u64, tip_height: u64) -> u64 {
+    tip_height.checked_sub(height).map_or(0, |d| d.saturating_add(1))
+}
+
+/// An outpoint holding the tracked rune (any owner), or a bridge outpoint (possibly holding none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuneOutput {
+    /// The output.
+    pub outpoint: Outpoint,
+    /// Height of the block that created it (for checkpoint rows: the first indexed block).
+    pub height: u64,
+    /// Hash of that block.
+    pub block_hash: String,
+    /// Its `scriptPubKey` (hex).
+    pub script_pubkey: String,
+    /// Its value in sats.
+    pub value: u64,
+    /// Amount of the tracked rune, in base units.
+    pub amount: u128,
+    /// Txid of the spending transaction, if spent.
+    pub spent_by: Option<String>,
+    /// Height of the block holding the spend, if spent.
+    pub spent_height: Option<u64>,
+    /// Hash of the block holding the spend, if spent.
+    pub spent_block_hash: Option<String>,
+}
+
+/// How a bridge outpoint was spent (BIP 341 witness shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpendPath {
+    /// Key path: a single 64- or 65-byte signature (plus an optional annex). On a bridge whose
+    /// internal key is the NUMS point this is impossible; on a LEGACY bridge it is one key alone.
+    KeyPath,
+    /// Script path: a leaf script and a control block (the 2-of-3 leaf for honest payouts).
+    ScriptPath,
+    /// Anything else (cannot be valid for a taproot output; kept for evidence).
+    Other,
+}
+
+impl SpendPath {
+    /// The stored name: `key`, `script` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpendPath::KeyPath => "key",
+            SpendPath::ScriptPath => "script",
+            SpendPath::Other => "other",
+        }
+    }
+}
+
+impl FromStr for SpendPath {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "key" => Ok(SpendPath::KeyPath),
+            "script" => Ok(SpendPath::ScriptPath),
+            "other" => Ok(SpendPath::Other),
+            other => Err(StoreError::Corrupt(format!("spend path {other:?}"))),
+        }
+    }
+}
+
+/// An output of a transaction that spends a bridge outpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutOutput {
+    /// The output.
+    pub outpoint: Outpoint,
+    /// Its `scriptPubKey` (hex).
+    pub script_pubkey: String,
+    /// Its address on the configured network, when the script has one.
+    pub address: Option<String>,
+    /// Its value in sats.
+    pub value: u64,
+    /// Amount of the tracked rune it received (0 for `OP_RETURN` and BTC-only outputs).
+    pub amount: u128,
+}
+
+/// A spend of a bridge outpoint, as stored, with the spending transaction's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeSpend {
+    /// The bridge outpoint spent.
+    pub outpoint: Outpoint,
+    /// Its tracked-rune amount.
+    pub amount: u128,
+    /// The spending transaction.
+    pub spent_by: String,
+    /// Index of the spending input in that transaction.
+    pub input_index: u32,
+    /// The spend path.
+    pub path: SpendPath,
+    /// The revealed leaf script (hex) of a script-path spend.
+    pub leaf_script: Option<String>,
+    /// Height of the block holding the spend.
+    pub height: u64,
+    /// Hash of that block.
+    pub block_hash: String,
+    /// Every output of the spending transaction, by index (shared by all bridge inputs of one tx).
+    pub outputs: Vec<PayoutOutput>,
 }
 
 /// One copy of a batch as received from a publication source. Two different copies for one
@@ -197,6 +311,10 @@ pub enum Effect {
         outpoint: Outpoint,
         /// Rune amount in base units.
         amount: u128,
+        /// The L2 recipient (hex) of the creating transaction's `KRAY D` tag, if any.
+        recipient: Option<String>,
+        /// Whether the creating transaction spent a bridge outpoint (bridge change).
+        from_bridge: bool,
     },
     /// A transaction in the block spends a stored, unspent bridge outpoint.
     Spend {
@@ -207,6 +325,40 @@ pub enum Effect {
     },
     /// A finding produced by the block (de-duplicated by id).
     Finding(Finding),
+    /// A new output holding the tracked rune, or a new bridge outpoint (stored in `rune_outputs`).
+    RuneOutput {
+        /// The output.
+        outpoint: Outpoint,
+        /// Its `scriptPubKey` (hex).
+        script_pubkey: String,
+        /// Its value in sats.
+        value: u64,
+        /// Amount of the tracked rune.
+        amount: u128,
+    },
+    /// A transaction in the block spends a stored, unspent rune output.
+    RuneSpend {
+        /// The output spent.
+        outpoint: Outpoint,
+        /// Txid of the spending transaction.
+        spent_by: String,
+    },
+    /// How a bridge outpoint was spent (stored in `bridge_spends`; the deposit row's spend is
+    /// [`Effect::Spend`]).
+    BridgeSpend {
+        /// The bridge outpoint spent.
+        outpoint: Outpoint,
+        /// Txid of the spending transaction.
+        spent_by: String,
+        /// Index of the spending input.
+        input_index: u32,
+        /// The spend path.
+        path: SpendPath,
+        /// The revealed leaf script (hex) of a script-path spend.
+        leaf_script: Option<String>,
+    },
+    /// An output of a transaction spending a bridge outpoint (stored in `payout_outputs`).
+    PayoutOutput(PayoutOutput),
 }
 
 /// Row counts removed or reverted by [`Store::rollback_above`](super::Store::rollback_above).
@@ -222,6 +374,14 @@ pub struct Rollback {
     pub unspent: u64,
     /// Findings deleted.
     pub findings: u64,
+    /// Rune outputs deleted.
+    pub rune_outputs: u64,
+    /// Rune outputs whose spend was reverted to unspent.
+    pub rune_unspent: u64,
+    /// Bridge spends deleted.
+    pub bridge_spends: u64,
+    /// Payout outputs deleted.
+    pub payout_outputs: u64,
     /// Cursors moved back to the fork point.
     pub cursors: u64,
 }

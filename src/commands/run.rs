@@ -1,0 +1,84 @@
+//! `kray-guardian run`: the daemon, until SIGTERM or SIGINT.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::{LogFormat, RunArgs};
+use crate::daemon::Daemon;
+
+/// Time between two ticks of the daemon when nothing is left to catch up.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Runs the daemon; returns the exit code.
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    let cfg = args.load_config()?;
+    init_logging(&cfg.log.level, cfg.log.format);
+    tracing::info!(config = %cfg.masked_json(), "starting kray-guardian {}", crate::version());
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listen = cfg.http.listen_addr()?;
+        let mut daemon = Daemon::open(cfg).await?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding http.listen {listen}"))?;
+        let app = crate::http::router(daemon.shared(), daemon.store().clone(), daemon.metrics())
+            .merge(daemon.mirror_router());
+        let server = tokio::spawn(async move {
+            if let Err(e) =
+                axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+            {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+        tracing::info!(%listen, "http API listening");
+        let mut stop = std::pin::pin!(shutdown_signal());
+        loop {
+            daemon.tick().await;
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep(TICK) => {}
+            }
+        }
+        tracing::info!("shutting down");
+        server.abort();
+        daemon.shutdown().await;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Logging for the daemon: `level` (an `EnvFilter` directive; `RUST_LOG` wins) in text or JSON lines.
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,389 @@
+//! `kray-guardian run`: the daemon. One loop, one tick at a time, in pipeline order:
+//!
+//! 1. **L1**: follow bitcoind into the store (anchors, bridge outputs), reorg- and restart-safe;
+//! 2. **mirror**: poll the publication sources, store every copy byte-exact;
+//! 3. **replay**: judge every new batch copy with the reference state machine;
+//! 4. **judge**: anchors, faults (and the bridge) → findings, stored once, resolved when cleared;
+//! 5. **act**: alerts, fraud proofs, anchoring, by mode;
+//! 6. publish the [`Snapshot`] the HTTP API serves.
+//!
+//! A sequential loop keeps every stage's input consistent (no stage sees half of another's work) and
+//! makes restarts simple: all state is in the store or rebuilt from it (the replayer re-runs the stored
+//! batches from genesis at start).
+
+pub mod act;
+pub mod bridge_stage;
+pub mod judge_stage;
+pub mod notify;
+pub mod observe;
+pub mod replay_stage;
+pub mod snapshot;
+pub mod views;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use kray_replayer::genesis::Genesis;
+use kray_replayer::replay::Replayer;
+use kray_replayer::Profile;
+use kray_watcher::chain::{BitcoindSource, FollowStatus, FollowerConfig, LagReason};
+use kray_watcher::l1_index::L1Index;
+use kray_watcher::mirror::{ChainIdentity, Mirror, MirrorConfig, SourceSpec};
+use kray_watcher::store::Store;
+
+use crate::config::GuardianConfig;
+use replay_stage::ReplayStage;
+pub use snapshot::Snapshot;
+
+/// The shared, read-only view for the HTTP API.
+pub type Shared = Arc<RwLock<Snapshot>>;
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Loads the profile named by the config, with its overrides applied.
+pub fn load_profile(cfg: &GuardianConfig) -> anyhow::Result<Profile> {
+    let mut profile = Profile::load(&cfg.profile).with_context(|| format!("profile {:?}", cfg.profile))?;
+    if let Some(r) = &cfg.rune_id {
+        profile.rune_id = r.clone();
+    }
+    if let Some(c) = cfg.confirmations {
+        profile.confirmations = c;
+    }
+    profile.validate().with_context(|| format!("profile {:?} with the config's overrides", cfg.profile))?;
+    Ok(profile)
+}
+
+/// The replayer at genesis.
+fn genesis_replayer(cfg: &GuardianConfig, profile: &Profile) -> anyhow::Result<Replayer> {
+    let path = cfg.genesis.as_ref().context("genesis: a genesis file is required")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading genesis {}", path.display()))?;
+    let genesis = Genesis::from_json(&text).with_context(|| format!("genesis {}", path.display()))?;
+    let (chain, state) = genesis.build(profile).with_context(|| format!("genesis {}", path.display()))?;
+    Ok(Replayer::new(chain, state)?)
+}
+
+/// The bitcoind chain source named by the config.
+fn bitcoind_source(cfg: &GuardianConfig) -> anyhow::Result<BitcoindSource> {
+    let b = &cfg.bitcoind;
+    let url = b.url.as_deref().context("bitcoind.url is required")?;
+    let password = b.password().map(|p| p.expose().to_string()).unwrap_or_default();
+    let user = b.user.clone().unwrap_or_default();
+    Ok(BitcoindSource::new(url, &user, &password, Duration::from_secs(b.timeout_secs))?)
+}
+
+/// The daemon.
+pub struct Daemon {
+    cfg: GuardianConfig,
+    profile: Profile,
+    store: Store,
+    l1: L1Index<BitcoindSource>,
+    mirror: Mirror,
+    replay: ReplayStage,
+    actor: act::Actor,
+    bridge_script: Option<bitcoin::ScriptBuf>,
+    alerter: kray_alerts::Alerter,
+    api_base: String,
+    metrics: Arc<crate::metrics::Metrics>,
+    deliveries: observe::DeliveryCursor,
+    shared: Shared,
+}
+
+/// The alerter for the config's `[alerts]` sinks.
+fn alerter(cfg: &GuardianConfig) -> anyhow::Result<kray_alerts::Alerter> {
+    let config: kray_alerts::AlertsConfig =
+        toml::Value::Table(cfg.alerts.clone()).try_into().context("the [alerts] section is not valid")?;
+    Ok(kray_alerts::Alerter::start(&config)?)
+}
+
+impl Daemon {
+    /// Opens the store, the L1 index and the replayer (resuming from the store).
+    pub async fn open(cfg: GuardianConfig) -> anyhow::Result<Daemon> {
+        let profile = load_profile(&cfg)?;
+        let replayer = genesis_replayer(&cfg, &profile)?;
+        let store = Store::open(&cfg.data_dir, cfg.database_url.as_ref().map(|s| s.expose()))
+            .await
+            .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+        let mut follow = FollowerConfig::new(cfg.start_height.unwrap_or(0));
+        follow.finality_depth = cfg.finality_depth;
+        let bridge = match (&profile.bridge, profile.rune_id.is_empty()) {
+            (Some(_), false) => Some(kray_watcher::bridge::BridgeConfig::from_profile(&profile)?),
+            _ => {
+                tracing::warn!("the profile names no bridge or no rune id: deposits and payouts are not watched");
+                None
+            }
+        };
+        let bridge_script = bridge.as_ref().map(|b| b.bridge_script.clone());
+        let l1 = L1Index::open_with_bridge(bitcoind_source(&cfg)?, store.clone(), follow, bridge).await?;
+        let actor = act::Actor::new(&cfg, &profile)?;
+        let shared = Arc::new(RwLock::new(Snapshot {
+            mode: cfg.mode.to_string(),
+            started_at: unix_now(),
+            ..Snapshot::default()
+        }));
+        let mut mirror_cfg = MirrorConfig::new(ChainIdentity::of(replayer.chain()));
+        mirror_cfg.withheld.challenge_window_blocks = u64::from(profile.challenge_window_blocks);
+        mirror_cfg.withheld.deadline_blocks = u64::from(profile.anchor_grace_blocks);
+        let specs = cfg
+            .sources
+            .iter()
+            .map(|s| {
+                let mut spec = SourceSpec::new(s.name.clone(), s.url.clone());
+                spec.timeout = Duration::from_millis(s.timeout_ms);
+                spec.poll_interval = Duration::from_millis(s.poll_interval_ms);
+                spec.max_body_bytes = s.max_body_bytes;
+                spec
+            })
+            .collect();
+        let mirror = Mirror::new(store.clone(), specs, mirror_cfg).await?;
+        let replay = ReplayStage::new(replayer, profile.clone());
+        let alerter = alerter(&cfg)?;
+        let api_base = format!("http://{}", cfg.http.listen);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        Ok(Daemon {
+            cfg,
+            profile,
+            store,
+            l1,
+            mirror,
+            replay,
+            actor,
+            bridge_script,
+            alerter,
+            api_base,
+            metrics,
+            deliveries: observe::DeliveryCursor::default(),
+            shared,
+        })
+    }
+
+    /// The shared snapshot.
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The mirror's read-only publication API (served beside ours).
+    pub fn mirror_router(&self) -> axum::Router {
+        self.mirror.router()
+    }
+
+    /// Delivers queued alerts (bounded by each sink's retries) and stops the alerter.
+    pub async fn shutdown(self) {
+        self.alerter.flush().await;
+        self.alerter.shutdown().await;
+        self.store.close().await;
+    }
+
+    /// Low balance is an alert (raised once, resolved when funded again).
+    fn wallet_alert(&mut self, b: kray_challenger::sender::BalanceStatus) {
+        use kray_challenger::sender::BalanceStatus;
+        match b {
+            BalanceStatus::Ok { spendable } => {
+                self.metrics.set_wallet_balance(spendable.to_sat());
+                self.alerter.resolve("low-balance");
+            }
+            BalanceStatus::Low { spendable, needed } => {
+                self.metrics.set_wallet_balance(spendable.to_sat());
+                self.metrics.set_wallet_min_balance(needed.to_sat());
+                let mut a = kray_alerts::Alert::new(
+                    "low-balance",
+                    kray_alerts::AlertKind::GuardianError,
+                    kray_alerts::Severity::P1,
+                    "guardian wallet balance is low",
+                    format!("{spendable} spendable, the next action may cost {needed} at the fee cap"),
+                );
+                a.evidence_url = Some(format!("{}/v1/status", self.api_base));
+                self.alerter.raise(a);
+            }
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// One pass through the pipeline. Errors of one stage are logged and leave the stage for the
+    /// next tick; nothing here stops the daemon.
+    pub async fn tick(&mut self) {
+        let now = unix_now();
+        let mut snap = self.shared.read().map(|s| s.clone()).unwrap_or_default();
+        match self.l1.sync(50).await {
+            Ok(FollowStatus::Synced { height, .. }) => {
+                snap.l1_blocks = stage(u64::from(height), now, None);
+                snap.l1_headers = stage(u64::from(height), now, None);
+            }
+            Ok(FollowStatus::CatchingUp { height, target }) => {
+                snap.l1_blocks = stage(u64::from(height), now, None);
+                snap.l1_headers = stage(u64::from(target), now, None);
+            }
+            Ok(FollowStatus::Lagging(reason)) => {
+                let why = match reason {
+                    LagReason::Unreachable(e) => format!("bitcoind unreachable: {e}"),
+                    LagReason::HeadersAhead { blocks, headers } => {
+                        snap.l1_headers.height = u64::from(headers);
+                        format!("bitcoind has headers to {headers} but blocks to {blocks}: cannot verify yet")
+                    }
+                };
+                snap.l1_blocks.blocked = Some(why);
+            }
+            Ok(FollowStatus::BeforeStart { tip }) => {
+                snap.l1_blocks.blocked = Some(format!("bitcoind is at {tip}, below the start height"));
+            }
+            Ok(FollowStatus::Retry(why)) => snap.l1_blocks.blocked = Some(why),
+            Err(e) => {
+                tracing::error!(error = %e, "L1 index");
+                snap.l1_blocks.blocked = Some(e.to_string());
+            }
+        }
+        if self.l1.deep_reorgs() > snap.deep_reorgs_seen {
+            snap.deep_reorgs_seen = self.l1.deep_reorgs();
+            let tip = self.l1.follower().tip().map(|t| u64::from(t.height)).unwrap_or(0);
+            let f = kray_watcher::store::Finding {
+                id: format!("deep-reorg//at-{tip}"),
+                kind: "deep-reorg".into(),
+                severity: kray_watcher::store::Severity::Critical,
+                batch_id: None,
+                outpoint: None,
+                first_seen: now,
+                resolved_at: None,
+                deadline_height: None,
+                evidence: serde_json::json!({"tip": tip, "finality_depth": self.cfg.finality_depth,
+                    "action": "acting stopped (still watching) until an operator resolves this finding"}),
+                height: None,
+                block_hash: None,
+            };
+            match self.store.insert_finding(&f).await {
+                Ok(true) => {
+                    tracing::error!(tip, "reorg deeper than the finality depth: acting stops, watching goes on");
+                    if let Some(a) = notify::alert_of(&f, &self.api_base) {
+                        self.alerter.raise(a);
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "storing the deep-reorg finding"),
+            }
+        }
+        let l1_tip = self.l1.follower().tip().map(|t| u64::from(t.height)).unwrap_or(0);
+
+        let report = self.mirror.poll_once().await;
+        for f in &report.errors {
+            tracing::warn!(source = %f.source, error = %f.error, "batch source");
+        }
+        for e in &report.store_errors {
+            tracing::error!(error = %e, "mirror store");
+        }
+        if let Err(e) = self.mirror.check_withheld(l1_tip).await {
+            tracing::error!(error = %e, "mirror withheld check");
+        }
+        let mirrored = self.mirror.index().read().ok().and_then(|i| i.max_id()).unwrap_or(0);
+        snap.mirrored = stage(mirrored, now, None);
+
+        let started = std::time::Instant::now();
+        match self.replay.advance(&self.store, l1_tip).await {
+            Ok(adv) => {
+                if !adv.judged.is_empty() {
+                    self.metrics.observe_replay(adv.txs, started.elapsed().as_secs_f64());
+                }
+                observe::judged(&self.metrics, &adv.judged);
+                snap.replayed = stage(self.replay.judged_height(), now, adv.waiting);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replay");
+                snap.replayed.blocked = Some(format!("{e:#}"));
+            }
+        }
+        let batches = self.replay.results().clone();
+        let report = match judge_stage::anchor_report(&self.store, &self.profile, &batches, l1_tip, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "anchor matching");
+                snap.anchors.clone()
+            }
+        };
+        let mut extra = Vec::new();
+        if let Some(script) = &self.bridge_script {
+            let l2_l1_height = batches
+                .values()
+                .flatten()
+                .filter(|r| matches!(r.outcome, replay_stage::Outcome::Valid { .. }))
+                .map(|r| r.l1_height)
+                .max();
+            let view = bridge_stage::L2View {
+                state: self.replay.replayer().state(),
+                first_bad_batch: self.replay.first_fault(),
+                l2_l1_height,
+            };
+            match bridge_stage::judge(&self.store, &self.profile, script, view, &report, l1_tip, now).await {
+                Ok(b) => {
+                    extra.extend(b.findings.iter().cloned());
+                    snap.bridge = Some(b);
+                }
+                Err(e) => tracing::error!(error = %e, "bridge judge"),
+            }
+        }
+        let previous = snap.anchors.clone();
+        match judge_stage::judge(&self.store, &self.profile, &batches, report, &previous, extra, now).await {
+            Ok(j) => {
+                observe::new_findings(&self.metrics, &j.new);
+                for f in &j.new {
+                    if let Some(a) = notify::alert_of(f, &self.api_base) {
+                        self.alerter.raise(a);
+                    }
+                }
+                for f in &j.resolved {
+                    self.alerter.resolve(f.id.clone());
+                }
+                snap.anchors = j.anchors;
+                snap.deep_reorgs = j.open.iter().filter(|f| f.kind == "deep-reorg").count() as u32;
+                snap.findings = j.open;
+            }
+            Err(e) => tracing::error!(error = %e, "judge"),
+        }
+        snap.proofs = batches
+            .iter()
+            .filter_map(|(id, copies)| {
+                copies.iter().find_map(|c| match &c.outcome {
+                    replay_stage::Outcome::Fault { proof, .. } => Some((*id, proof.clone())),
+                    _ => None,
+                })
+            })
+            .collect();
+        views::update(&mut snap, &self.replay, l1_tip);
+        let batches_for_act = batches.clone();
+        snap.batches = batches;
+        snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();
+        if snap.synced && snap.deep_reorgs == 0 {
+            let acted = self.actor.act(&self.store, &batches_for_act, &snap.anchors, l1_tip).await;
+            for p in &acted.problems {
+                tracing::warn!(problem = %p, "acting");
+            }
+            for _ in 0..acted.bumped {
+                self.metrics.record_own_anchor_bump();
+            }
+            for fee in &acted.anchors_confirmed {
+                self.metrics.record_own_anchor_confirmed(*fee);
+            }
+            if let Some(b) = acted.balance {
+                self.wallet_alert(b);
+            }
+        }
+        observe::snapshot(&self.metrics, &snap, l1_tip, now);
+        observe::deliveries(&self.metrics, &self.alerter.snapshot(), &mut self.deliveries);
+        if let Ok(mut s) = self.shared.write() {
+            *s = snap;
+        }
+    }
+}
+
+fn stage(height: u64, now: i64, blocked: Option<String>) -> snapshot::StageStatus {
+    snapshot::StageStatus { height, last_success: now, blocked }
+}

@@ -1,0 +1,63 @@
+//! What the daemon knows after its last tick, shared read-only with the HTTP API.
+
+use std::collections::BTreeMap;
+
+use kray_watcher::judge::{AnchorReport, BridgeReport};
+use kray_watcher::store::Finding;
+use serde::Serialize;
+
+use super::replay_stage::Replayed;
+
+/// Progress of one pipeline stage.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct StageStatus {
+    /// Height reached (L1 height, or batch id for L2 stages).
+    pub height: u64,
+    /// Unix time of the last successful step (0 = never).
+    pub last_success: i64,
+    /// Why the stage cannot go on right now, if it cannot.
+    pub blocked: Option<String>,
+}
+
+/// The daemon's view after its last tick.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// `watch`, `challenge` or `full`.
+    pub mode: String,
+    /// Unix time the daemon started.
+    pub started_at: i64,
+    /// True once the first catch-up is done (before it, verdicts are "not synced").
+    pub synced: bool,
+    /// L1 headers followed.
+    pub l1_headers: StageStatus,
+    /// L1 blocks indexed.
+    pub l1_blocks: StageStatus,
+    /// Batches mirrored (highest id stored).
+    pub mirrored: StageStatus,
+    /// Batches replayed (highest id judged).
+    pub replayed: StageStatus,
+    /// Open `deep-reorg` findings: while > 0 the guardian watches but does not act (no proofs, no
+    /// anchors) until an operator resolves them.
+    pub deep_reorgs: u32,
+    /// Deep reorgs seen by this process's L1 index.
+    #[serde(skip)]
+    pub deep_reorgs_seen: u32,
+    /// Every judged batch copy, by id.
+    #[serde(skip)]
+    pub batches: BTreeMap<u64, Vec<Replayed>>,
+    /// Anchor status of every batch copy.
+    #[serde(skip)]
+    pub anchors: AnchorReport,
+    /// Bridge judgement, when the profile names a bridge and a rune.
+    #[serde(skip)]
+    pub bridge: Option<BridgeReport>,
+    /// Open findings.
+    #[serde(skip)]
+    pub findings: Vec<Finding>,
+    /// Fraud proofs by batch id (JSON text).
+    #[serde(skip)]
+    pub proofs: BTreeMap<u64, String>,
+    /// User-facing views (withdrawal safety, account proofs).
+    #[serde(skip)]
+    pub views: super::views::Views,
+}

@@ -1,0 +1,120 @@
+//! The guardian's HTTP API (read-only, public listener): `/health`, `/metrics`, `/v1/status`,
+//! `/v1/batches`, `/v1/batches/{id}`, `/v1/findings`, `/v1/proofs/{id}`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kray_watcher::store::Store;
+use serde_json::json;
+
+use crate::daemon::Shared;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+struct Api {
+    shared: Shared,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    #[allow(dead_code)]
+    store: Store,
+}
+
+/// The public router.
+pub fn router(shared: Shared, store: Store, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/status", get(status))
+        .route("/v1/batches", get(batches))
+        .route("/v1/batches/{id}", get(batch))
+        .route("/v1/findings", get(findings))
+        .route("/v1/proofs/{id}", get(proof))
+        .with_state(Api { shared, metrics, store })
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({"error": msg.into()}))).into_response()
+}
+
+fn unavailable() -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, "state unavailable")
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    let body = json!({"status": if s.synced { "ok" } else { "syncing" }, "l1_height": s.l1_blocks.height,
+                      "replayed": s.replayed.height, "deep_reorgs": s.deep_reorgs});
+    (if s.deep_reorgs > 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK }, Json(body)).into_response()
+}
+
+async fn metrics_text(State(api): State<Api>) -> Response {
+    match api.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e:?}")),
+    }
+}
+
+async fn status(State(api): State<Api>) -> Response {
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    let mut v = serde_json::to_value(&*s).unwrap_or_default();
+    v["version"] = json!(crate::version());
+    v["open_findings"] = json!(s.findings.len());
+    Json(v).into_response()
+}
+
+async fn batches(State(api): State<Api>) -> Response {
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    let list: Vec<_> = s.batches.values().flatten().map(|b| batch_json(&s, b)).collect();
+    Json(json!({"batches": list})).into_response()
+}
+
+fn batch_json(s: &crate::daemon::Snapshot, b: &crate::daemon::replay_stage::Replayed) -> serde_json::Value {
+    let anchor = s.anchors.batches.iter().find(|a| a.batch_hash == b.batch_hash).map(|a| &a.state);
+    let mut v = serde_json::to_value(b).unwrap_or_default();
+    v["anchor"] = match anchor {
+        Some(kray_watcher::judge::AnchorState::Anchored { outpoint, height, confirmations, confirmed }) => {
+            json!({"outpoint": outpoint.to_string(), "height": height, "confirmations": confirmations,
+                   "confirmed": confirmed})
+        }
+        Some(kray_watcher::judge::AnchorState::Unanchored { grace_ends }) => json!({"grace_ends": grace_ends}),
+        None => serde_json::Value::Null,
+    };
+    v
+}
+
+async fn batch(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else { return error(StatusCode::BAD_REQUEST, "batch id must be an integer") };
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    match s.batches.get(&id) {
+        Some(copies) => {
+            Json(json!({"batch_id": id, "copies": copies.iter().map(|b| batch_json(&s, b)).collect::<Vec<_>>()}))
+                .into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("batch {id} is not replayed here")),
+    }
+}
+
+async fn findings(State(api): State<Api>) -> Response {
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    let list: Vec<_> = s
+        .findings
+        .iter()
+        .map(|f| {
+            json!({"id": f.id, "kind": f.kind, "severity": f.severity.as_str(), "batch_id": f.batch_id,
+                   "outpoint": f.outpoint.as_ref().map(ToString::to_string), "first_seen": f.first_seen,
+                   "deadline_height": f.deadline_height, "evidence": f.evidence})
+        })
+        .collect();
+    Json(json!({"findings": list})).into_response()
+}
+
+async fn proof(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else { return error(StatusCode::BAD_REQUEST, "batch id must be an integer") };
+    let Ok(s) = api.shared.read() else { return unavailable() };
+    match s.proofs.get(&id) {
+        Some(p) => ([(header::CONTENT_TYPE, "application/json")], p.clone()).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no fraud proof for batch {id}")),
+    }
+}

@@ -1,0 +1,273 @@
+//! End-to-end: the guardian acting on a devnet (real regtest bitcoind), as separate processes.
+//! - `challenge` mode: a faulty batch's proof reaches the sequencer's `POST /l2/challenges` (which
+//!   freezes withdrawals) and its challenge marker confirms on L1 inside the challenge window.
+//! - `full` mode, two guardians: when the sequencer stops anchoring, every abandoned valid batch is
+//!   anchored on L1 exactly once, by one of them.
+//!
+//! Needs the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bitcoin::secp256k1::{Keypair, Secp256k1, SecretKey};
+use bitcoin::{Address, Amount, Network};
+use kray_devnet::bitcoind::free_port;
+use kray_devnet::guardian::guardian_toml;
+use kray_devnet::l1tx::{kray_payloads, KrayPayload};
+use kray_devnet::runner::{Devnet, DevnetConfig};
+use kray_devnet::traffic::{self, user_tx};
+use serde_json::Value;
+
+fn skip() -> bool {
+    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
+        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the guardian acting test");
+        return true;
+    }
+    false
+}
+
+/// A guardian process, killed on drop.
+struct Guardian {
+    child: Child,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl Guardian {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A guardian key file (0600) for secret `n`, its x-only key (hex) and its BIP-86 address.
+fn key_file(dir: &Path, n: u8) -> (std::path::PathBuf, String, Address) {
+    let sk = SecretKey::from_slice(&[n; 32]).expect("key");
+    let secp = Secp256k1::new();
+    let kp = Keypair::from_secret_key(&secp, &sk);
+    let (xonly, _) = kp.x_only_public_key();
+    let path = dir.join(format!("guardian-{n}.key"));
+    std::fs::write(&path, hex::encode(sk.secret_bytes())).expect("write key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    (path, hex::encode(xonly.serialize()), Address::p2tr(&secp, xonly, None, Network::Regtest))
+}
+
+fn start(dir: &Path, d: &Devnet, name: &str, mode: &str, key: &Path, peers: &[String]) -> Guardian {
+    let port = free_port().expect("port");
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("dir");
+    let mut text = guardian_toml(&d.info, mode, &home.join("data"), &format!("127.0.0.1:{port}"));
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    text.push_str(&format!(
+        "\n[anchoring]\nkey_file = \"{}\"\nfee_floor_sat_vb = 2\npeers = [{}]\nturn_step_blocks = 2\n",
+        key.display(),
+        peers.join(", ")
+    ));
+    let config = home.join("guardian.toml");
+    std::fs::write(&config, text).expect("config");
+    let log = home.join("guardian.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let err = out.try_clone().expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("guardian starts");
+    Guardian { child, url: format!("http://127.0.0.1:{port}"), log }
+}
+
+async fn status(client: &reqwest::Client, g: &Guardian) -> Option<Value> {
+    client.get(format!("{}/v1/status", g.url)).send().await.ok()?.json().await.ok()
+}
+
+async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
+    let net = d.profile().network;
+    for k in 0..n {
+        let from = k % 3;
+        let to = &d.info.user_addresses[(from + 1) % 3];
+        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
+        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
+        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
+    }
+}
+
+/// Every KRAY payload on the best chain from `from` to the tip, with its height.
+async fn payloads(d: &Devnet, from: u32) -> Vec<(u32, KrayPayload)> {
+    let mut out = Vec::new();
+    for h in from..=d.height() {
+        let hash = d.rpc().get_block_hash(u64::from(h)).await.expect("hash");
+        let block = d.rpc().get_block(&hash).await.expect("block");
+        for tx in &block.txdata {
+            for (_, p) in kray_payloads(tx) {
+                out.push((h, p));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenge_mode_submits_the_proof_and_commits_it_on_l1_inside_the_window() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig {
+        data_dir: dir.path().join("devnet"),
+        users: 3,
+        seed: 21,
+        faults: vec!["wrong-gas@3".parse().expect("fault")],
+        ..DevnetConfig::default()
+    };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let (key, _, addr) = key_file(dir.path(), 7);
+    d.fund_script(addr.script_pubkey(), Amount::from_sat(1_000_000)).await.expect("fund");
+    let start_height = d.height();
+    let client = reqwest::Client::new();
+    let g = start(dir.path(), &d, "g", "challenge", &key, &[]);
+    d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for _ in 0..3 {
+        transfers(&d, &client, 3).await;
+        d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+    }
+    // Blocks keep coming; the guardian acts within them.
+    let mut marker = None;
+    let mut accepted = false;
+    for _ in 0..60 {
+        d.mine(1).await.expect("mine");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let w: Value = client
+            .get(format!("{}/l2/withdrawals", d.info.api_url))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        accepted = w["challenges"].as_array().is_some_and(|c| c.iter().any(|c| c["batch_id"] == 3));
+        marker = payloads(&d, start_height).await.into_iter().find_map(|(h, p)| match p {
+            KrayPayload::Challenge { batch_id: 3, proof_hash } => Some((h, proof_hash)),
+            _ => None,
+        });
+        if accepted && marker.is_some() {
+            break;
+        }
+    }
+    assert!(accepted, "the sequencer never accepted the proof; guardian log:\n{}", g.log_tail());
+    let (marker_height, proof_hash) = marker.unwrap_or_else(|| panic!("no challenge marker on L1:\n{}", g.log_tail()));
+    // Inside the window: at or before anchor_height(3) + challenge_window_blocks.
+    let anchor_height = payloads(&d, start_height)
+        .await
+        .into_iter()
+        .filter_map(|(h, p)| matches!(p, KrayPayload::Anchor(_)).then_some(h))
+        .nth(2)
+        .expect("batch 3 anchored");
+    let window = d.profile().challenge_window_blocks;
+    assert!(marker_height <= anchor_height + window, "marker at {marker_height}, anchor {anchor_height}");
+    // The committed hash is the hash of the proof the guardian serves.
+    let proof = client.get(format!("{}/v1/proofs/3", g.url)).send().await.expect("GET").text().await.expect("body");
+    let parsed = kray_replayer::proof::FraudProof::from_json(&proof).expect("proof");
+    assert_eq!(parsed.proof_hash(), proof_hash);
+    let s = status(&client, &g).await.expect("status");
+    assert_eq!(s["mode"], "challenge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_full_guardians_anchor_each_abandoned_batch_exactly_once() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig {
+        data_dir: dir.path().join("devnet"),
+        users: 3,
+        seed: 22,
+        faults: vec!["stop-anchoring@3".parse().expect("fault")],
+        ..DevnetConfig::default()
+    };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let (k1, p1, a1) = key_file(dir.path(), 8);
+    let (k2, p2, a2) = key_file(dir.path(), 9);
+    d.fund_script(a1.script_pubkey(), Amount::from_sat(1_000_000)).await.expect("fund");
+    d.fund_script(a2.script_pubkey(), Amount::from_sat(1_000_000)).await.expect("fund");
+    let start_height = d.height();
+    let client = reqwest::Client::new();
+    let g1 = start(dir.path(), &d, "g1", "full", &k1, std::slice::from_ref(&p2));
+    let g2 = start(dir.path(), &d, "g2", "full", &k2, std::slice::from_ref(&p1));
+    let mut last = d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for _ in 0..3 {
+        transfers(&d, &client, 3).await;
+        last = d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+    }
+    // Batches 3..=last are sealed and published but not anchored by the sequencer.
+    let published: Vec<String> = {
+        let mut roots = Vec::new();
+        for id in 1..=last {
+            let b: Value = client
+                .get(format!("{}/l2/batches/{id}", d.info.api_url))
+                .send()
+                .await
+                .expect("GET")
+                .json()
+                .await
+                .expect("json");
+            let text = serde_json::to_string(&b).expect("json");
+            let batch = kray_replayer::batch::Batch::from_json(&text, 100_000).expect("batch");
+            roots.push(hex::encode(batch.signed.header.hash()));
+        }
+        roots
+    };
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        d.mine(1).await.expect("mine");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        counts.clear();
+        for (_, p) in payloads(&d, start_height).await {
+            if let KrayPayload::Anchor(root) = p {
+                *counts.entry(hex::encode(root)).or_default() += 1;
+            }
+        }
+        if published.iter().all(|r| counts.contains_key(r)) {
+            break;
+        }
+    }
+    // A few more blocks: nobody anchors anything a second time.
+    for _ in 0..6 {
+        d.mine(1).await.expect("mine");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    counts.clear();
+    for (_, p) in payloads(&d, start_height).await {
+        if let KrayPayload::Anchor(root) = p {
+            *counts.entry(hex::encode(root)).or_default() += 1;
+        }
+    }
+    for (i, root) in published.iter().enumerate() {
+        assert_eq!(
+            counts.get(root).copied().unwrap_or(0),
+            1,
+            "batch {} anchored {:?} times\ng1:\n{}\ng2:\n{}",
+            i + 1,
+            counts.get(root),
+            g1.log_tail(),
+            g2.log_tail()
+        );
+    }
+}

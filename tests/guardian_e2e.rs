@@ -1,0 +1,261 @@
+//! End-to-end: `kray-guardian run` as a separate process watching a devnet on a real regtest bitcoind.
+//! The honest devnet yields no finding; injected faults yield exactly their findings, with fraud
+//! proofs served that verify offline; a `kill -9` and restart neither loses nor repeats a finding.
+//!
+//! Needs the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kray_devnet::bitcoind::free_port;
+use kray_devnet::guardian::guardian_toml;
+use kray_devnet::runner::{Devnet, DevnetConfig};
+use kray_devnet::traffic::{self, user_tx};
+use serde_json::Value;
+
+fn skip() -> bool {
+    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
+        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the guardian end-to-end test");
+        return true;
+    }
+    false
+}
+
+/// A guardian process, killed on drop.
+struct Guardian {
+    child: Child,
+    url: String,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Guardian {
+    fn start(config: &Path, port: u16, log: &Path) -> Guardian {
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log clone");
+        let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("guardian starts");
+        Guardian {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
+    client.get(url).send().await.ok()?.json().await.ok()
+}
+
+/// Waits until the guardian has replayed `batch_id` with its L1 index at `l1_height` or above.
+async fn wait_synced(client: &reqwest::Client, g: &Guardian, batch_id: u64, l1_height: u64) -> Value {
+    for _ in 0..240 {
+        if let Some(s) = get_json(client, &format!("{}/v1/status", g.url)).await {
+            let replayed = s["replayed"]["height"].as_u64().unwrap_or(0);
+            let l1 = s["l1_blocks"]["height"].as_u64().unwrap_or(0);
+            if replayed >= batch_id && l1 >= l1_height {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("guardian did not reach batch {batch_id} / L1 {l1_height}; log:\n{}", g.log_tail());
+}
+
+async fn findings(client: &reqwest::Client, g: &Guardian) -> Vec<Value> {
+    let v = get_json(client, &format!("{}/v1/findings", g.url)).await.expect("findings");
+    v["findings"].as_array().cloned().unwrap_or_default()
+}
+
+fn kinds(f: &[Value]) -> Vec<(String, Option<u64>)> {
+    let mut k: Vec<_> =
+        f.iter().map(|f| (f["kind"].as_str().unwrap_or("").to_string(), f["batch_id"].as_u64())).collect();
+    k.sort();
+    k
+}
+
+async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
+    let net = d.profile().network;
+    for k in 0..n {
+        let from = k % 3;
+        let to = &d.info.user_addresses[(from + 1) % 3];
+        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
+        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
+        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
+    }
+}
+
+/// A real local HTTP server receiving webhook posts.
+async fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().expect("lock").push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (url, got)
+}
+
+fn start_guardian(dir: &Path, d: &Devnet, mode: &str) -> Guardian {
+    start_guardian_with(dir, d, mode, "")
+}
+
+fn start_guardian_with(dir: &Path, d: &Devnet, mode: &str, extra: &str) -> Guardian {
+    let port = free_port().expect("port");
+    let config = dir.join("guardian.toml");
+    let mut text = guardian_toml(&d.info, mode, &dir.join("guardian-data"), &format!("127.0.0.1:{port}"));
+    text.push_str(extra);
+    std::fs::write(&config, text).expect("config");
+    Guardian::start(&config, port, &dir.join("guardian.log"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_watches_an_honest_devnet_without_findings() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig { data_dir: dir.path().join("devnet"), users: 3, seed: 11, ..DevnetConfig::default() };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let g = start_guardian(dir.path(), &d, "watch");
+    // Batch 1 credits the users' deposits.
+    let mut last = d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for _ in 0..3 {
+        transfers(&d, &client, 5).await;
+        last = d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+    }
+    d.mine(4).await.expect("mine");
+    let status = wait_synced(&client, &g, last, u64::from(d.height())).await;
+    assert_eq!(status["synced"], true, "{status}");
+    let f = findings(&client, &g).await;
+    assert!(f.is_empty(), "honest devnet, findings: {f:#?}\n{}", g.log_tail());
+    let batches = get_json(&client, &format!("{}/v1/batches", g.url)).await.expect("batches");
+    let list = batches["batches"].as_array().expect("list");
+    assert_eq!(list.len() as u64, last);
+    assert!(list.iter().all(|b| b["verdict"] == "valid"), "{batches}");
+    assert!(list.iter().all(|b| b["anchor"]["confirmed"] == true), "{batches}");
+    // The guardian serves its mirror byte-identical to the sequencer.
+    let ours =
+        client.get(format!("{}/l2/batches/{last}/raw", g.url)).send().await.expect("GET").bytes().await.expect("b");
+    let theirs = client
+        .get(format!("{}/l2/batches/{last}/raw", d.info.api_url))
+        .send()
+        .await
+        .expect("GET")
+        .bytes()
+        .await
+        .expect("b");
+    assert_eq!(ours, theirs);
+    let _ = &g.config;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig {
+        data_dir: dir.path().join("devnet"),
+        users: 3,
+        seed: 12,
+        faults: vec!["wrong-gas@3".parse().expect("fault"), "wrong-anchor@2".parse().expect("fault")],
+        ..DevnetConfig::default()
+    };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let (hook, received) = webhook_server().await;
+    let sinks = format!("\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{hook}\"\n");
+    let mut g = start_guardian_with(dir.path(), &d, "watch", &sinks);
+    let mut last = d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for i in 0..3 {
+        transfers(&d, &client, 3).await;
+        last = d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+        if i == 0 {
+            // Kill -9 mid-run; the restarted guardian resumes from its store.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            g.kill9();
+            let config = g.config.clone();
+            let port: u16 = g.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+            g = Guardian::start(&config, port, &dir.path().join("guardian2.log"));
+        }
+    }
+    d.mine(6).await.expect("mine");
+    wait_synced(&client, &g, last, u64::from(d.height())).await;
+    // Findings settle once the wrong anchor is grace-deep and batch 2 is past its anchor grace.
+    let mut f = Vec::new();
+    for _ in 0..40 {
+        f = findings(&client, &g).await;
+        if kinds(&f).iter().any(|(k, _)| k == "abandoned-batch") && kinds(&f).iter().any(|(k, _)| k == "wrong-gas") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let k = kinds(&f);
+    assert!(k.contains(&("wrong-gas".to_string(), Some(3))), "{k:?}\n{}", g.log_tail());
+    assert!(k.contains(&("abandoned-batch".to_string(), Some(2))), "{k:?}");
+    assert!(k.iter().any(|(kind, _)| kind == "unknown-anchor"), "{k:?}");
+    // Each finding once, across the kill -9.
+    let ids: Vec<&str> = f.iter().filter_map(|x| x["id"].as_str()).collect();
+    let mut dedup = ids.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(ids.len(), dedup.len(), "{ids:?}");
+    // The operator's webhook received the P0 fault alert once, with its evidence link.
+    let mut posts = Vec::new();
+    for _ in 0..40 {
+        posts = received.lock().expect("lock").clone();
+        if posts.iter().any(|p| p.to_string().contains("wrong-gas")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fault_posts: Vec<&Value> = posts.iter().filter(|p| p.to_string().contains("wrong-gas/3/")).collect();
+    assert_eq!(fault_posts.len(), 1, "{posts:#?}");
+    assert!(fault_posts[0].to_string().contains("/v1/proofs/3"), "{:#}", fault_posts[0]);
+    // The proof is served and verifies offline.
+    let proof = client.get(format!("{}/v1/proofs/3", g.url)).send().await.expect("GET").text().await.expect("proof");
+    let path = dir.path().join("proof.json");
+    std::fs::write(&path, proof).expect("write proof");
+    let o = Command::new(env!("CARGO_BIN_EXE_kray-guardian")).arg("verify-proof").arg(&path).output().expect("verify");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+}

@@ -1,1 +1,0 @@
-//! Electrum chain source (in progress).
