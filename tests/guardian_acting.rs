@@ -259,6 +259,13 @@ async fn two_full_guardians_anchor_each_abandoned_batch_exactly_once() {
             *counts.entry(hex::encode(root)).or_default() += 1;
         }
     }
+    // The sequencer stopped anchoring from batch 3: the guardians anchored those.
+    let logs = format!(
+        "{}{}",
+        std::fs::read_to_string(&g1.log).unwrap_or_default(),
+        std::fs::read_to_string(&g2.log).unwrap_or_default()
+    );
+    assert!(logs.contains("anchoring an abandoned batch"), "no guardian anchored anything:\n{logs}");
     for (i, root) in published.iter().enumerate() {
         assert_eq!(
             counts.get(root).copied().unwrap_or(0),

@@ -39,6 +39,8 @@ impl Guardian {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .env("KRAY_E2E_SMTP_USER", "guardian")
+            .env("KRAY_E2E_SMTP_PASS", "s3cret-pass")
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
@@ -108,6 +110,28 @@ async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
         let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
         traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
     }
+}
+
+/// A real local SMTP server (aiosmtpd, the alerts crate's test server) writing each message it receives
+/// as a JSON line to the returned file; it stops when this process ends (its stdin closes).
+fn smtp_server(dir: &Path) -> (Child, u16, PathBuf) {
+    use std::io::BufRead;
+    let out = dir.join("mail.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/tests/smtp_server.py");
+    let python = std::env::var("KRAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = Command::new(python)
+        .arg(&script)
+        .arg(&out)
+        .args(["guardian", "s3cret-pass"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the SMTP test server starts (python3 -m pip install --user aiosmtpd)");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("port line");
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("the SMTP server printed {line:?}, not a port"));
+    (child, port, out)
 }
 
 /// A real local HTTP server receiving webhook posts.
@@ -202,7 +226,13 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     let mut d = Devnet::start(cfg).await.expect("devnet");
     let client = reqwest::Client::new();
     let (hook, received) = webhook_server().await;
-    let sinks = format!("\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{hook}\"\n");
+    let (mut smtp, smtp_port, mail) = smtp_server(dir.path());
+    let sinks = format!(
+        "\n[[alerts.sinks]]\ntype = \"webhook\"\nurl = \"{hook}\"\n\
+         \n[[alerts.sinks]]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {smtp_port}\ntls = \"none\"\n\
+         username_env = \"KRAY_E2E_SMTP_USER\"\npassword_env = \"KRAY_E2E_SMTP_PASS\"\n\
+         from = \"KRAY guardian <guardian@kray.test>\"\nto = [\"ops@kray.test\"]\n"
+    );
     let mut g = start_guardian_with(dir.path(), &d, "watch", &sinks);
     let mut last = d.tick().await.expect("tick");
     d.mine(1).await.expect("mine");
@@ -252,10 +282,87 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     let fault_posts: Vec<&Value> = posts.iter().filter(|p| p.to_string().contains("wrong-gas/3/")).collect();
     assert_eq!(fault_posts.len(), 1, "{posts:#?}");
     assert!(fault_posts[0].to_string().contains("/v1/proofs/3"), "{:#}", fault_posts[0]);
+    // The operator's mailbox received it too, over a real SMTP conversation.
+    let mut mails = String::new();
+    for _ in 0..40 {
+        mails = std::fs::read_to_string(&mail).unwrap_or_default();
+        if mails.contains("wrong-gas") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let fault_mail: Vec<Value> = mails
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m.to_string().contains("wrong-gas"))
+        .collect();
+    assert_eq!(fault_mail.len(), 1, "{mails}");
+    assert_eq!(fault_mail[0]["rcpt_tos"], serde_json::json!(["ops@kray.test"]), "{}", fault_mail[0]);
+    assert!(fault_mail[0]["body"].as_str().unwrap_or("").contains("/v1/proofs/3"), "{}", fault_mail[0]);
+    let _ = smtp.kill();
     // The proof is served and verifies offline.
     let proof = client.get(format!("{}/v1/proofs/3", g.url)).send().await.expect("GET").text().await.expect("proof");
     let path = dir.path().join("proof.json");
     std::fs::write(&path, proof).expect("write proof");
     let o = Command::new(env!("CARGO_BIN_EXE_kray-guardian")).arg("verify-proof").arg(&path).output().expect("verify");
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+async fn post_fault(admin: &str, fault: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{admin}/admin/faults"))
+        .body(serde_json::json!({ "fault": fault }).to_string())
+        .send()
+        .await
+        .expect("POST /admin/faults");
+    assert_eq!(r.status().as_u16(), 202, "{fault}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_reports_early_payout_theft_and_key_path_spend() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig {
+        data_dir: dir.path().join("devnet"),
+        users: 3,
+        seed: 13,
+        legacy_internal_key: true,
+        ..DevnetConfig::default()
+    };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let g = start_guardian(dir.path(), &d, "watch");
+    d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    // A withdrawal by user 0 to its own L1 address, then the sequencer pays it at once.
+    let unit = d.profile().credits_per_rune_unit();
+    let addr0 = d.info.user_addresses[0].clone();
+    let acct = traffic::account(&client, &d.info.api_url, &addr0).await.expect("account");
+    let w = user_tx(d.user(0).expect("user 0"), d.profile().network, "withdrawal", &addr0, 2 * unit, acct.next_nonce);
+    traffic::submit(&client, &d.info.api_url, &w).await.expect("withdrawal accepted");
+    d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for fault in ["pay-early", "theft", "key-path-sweep"] {
+        post_fault(&d.info.admin_url, fault).await;
+        d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+    }
+    let mut k = Vec::new();
+    for _ in 0..60 {
+        d.mine(1).await.expect("mine");
+        k = kinds(&findings(&client, &g).await);
+        let has = |name: &str| k.iter().any(|(kind, _)| kind == name);
+        if has("early-payout") && has("unknown-payout") && has("key-path-spend") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let has = |name: &str| k.iter().any(|(kind, _)| kind == name);
+    assert!(has("early-payout"), "{k:?}\n{}", g.log_tail());
+    assert!(has("unknown-payout"), "{k:?}");
+    assert!(has("key-path-spend"), "{k:?}");
+    // No false accusation of the honest parts: no batch fault, no missing credit.
+    assert!(!k.iter().any(|(kind, _)| kind == "missing-credit" || kind == "bad-deposit"), "{k:?}");
 }
