@@ -261,7 +261,15 @@ impl Actor {
             }
             let Some(sender) = self.sender.as_mut() else { return };
             let purpose = Purpose::Anchor { batch_id: b.batch_id, batch_hash };
-            match sender.send(purpose, None).await {
+            // Past its grace the anchor is overdue: bump as soon as it is stuck, for up to one
+            // challenge window (its withdrawals cannot mature before it confirms).
+            let window = u64::from(self.profile.challenge_window_blocks);
+            let deadline = Deadline::new(
+                kray_challenger::deadline::DeadlineKind::AnchorGrace { batch_id: b.batch_id },
+                ref_height.saturating_add(window),
+                window,
+            );
+            match sender.send(purpose, Some(deadline)).await {
                 Ok(o) => {
                     if matches!(o, SendOutcome::Broadcast(_) | SendOutcome::Persisted(_)) {
                         tracing::warn!(batch_id = b.batch_id, outcome = ?o, "anchoring an abandoned batch");

@@ -85,7 +85,7 @@ pub struct Daemon {
     replay: ReplayStage,
     actor: act::Actor,
     bridge_script: Option<bitcoin::ScriptBuf>,
-    alerter: kray_alerts::Alerter,
+    alerter: Arc<kray_alerts::Alerter>,
     api_base: String,
     metrics: Arc<crate::metrics::Metrics>,
     deliveries: observe::DeliveryCursor,
@@ -140,7 +140,7 @@ impl Daemon {
             .collect();
         let mirror = Mirror::new(store.clone(), specs, mirror_cfg).await?;
         let replay = ReplayStage::new(replayer, profile.clone());
-        let alerter = alerter(&cfg)?;
+        let alerter = Arc::new(alerter(&cfg)?);
         let api_base = format!("http://{}", cfg.http.listen);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Daemon {
@@ -175,11 +175,54 @@ impl Daemon {
         self.mirror.router()
     }
 
-    /// Delivers queued alerts (bounded by each sink's retries) and stops the alerter.
+    /// Delivers queued alerts (waiting at most 10 s), stops the alerter and closes the store.
     pub async fn shutdown(self) {
-        self.alerter.flush().await;
-        self.alerter.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(10), self.alerter.flush()).await.is_err() {
+            tracing::warn!("alert sinks still retrying after 10 s: stopping anyway (unsent ones are re-sent at start)");
+        }
+        match Arc::try_unwrap(self.alerter) {
+            Ok(alerter) => alerter.shutdown().await,
+            Err(_) => tracing::warn!("alert notifications still in flight at shutdown"),
+        }
         self.store.close().await;
+    }
+
+    /// Hands `findings` to the alerter and records them as notified, so a restart notifies exactly
+    /// the ones the last run stored but never handed over.
+    async fn notify(&mut self, findings: &[kray_watcher::store::Finding], now: i64) {
+        if findings.is_empty() {
+            return;
+        }
+        for f in findings {
+            if let Some(a) = notify::alert_of(f, &self.api_base) {
+                self.alerter.raise(a);
+            }
+        }
+        // Marked once every sink has finished with them (delivered or given up), in the background:
+        // a slow sink never delays detection.
+        let (alerter, store) = (self.alerter.clone(), self.store.clone());
+        let ids: Vec<String> = findings.iter().map(|f| f.id.clone()).collect();
+        tokio::spawn(async move {
+            alerter.flush().await;
+            for id in ids {
+                if let Err(e) = store.mark_notified(&id, now).await {
+                    tracing::error!(error = %e, %id, "recording a notification");
+                }
+            }
+        });
+    }
+
+    /// Notifies the open findings a previous run stored but never notified (call once at start).
+    pub async fn notify_pending(&mut self) {
+        match self.store.unnotified_findings().await {
+            Ok(pending) => {
+                if !pending.is_empty() {
+                    tracing::warn!(count = pending.len(), "notifying findings the last run stored but did not notify");
+                }
+                self.notify(&pending, unix_now()).await;
+            }
+            Err(e) => tracing::error!(error = %e, "reading unnotified findings"),
+        }
     }
 
     /// Low balance is an alert (raised once, resolved when funded again).
@@ -264,9 +307,7 @@ impl Daemon {
             match self.store.insert_finding(&f).await {
                 Ok(true) => {
                     tracing::error!(tip, "reorg deeper than the finality depth: acting stops, watching goes on");
-                    if let Some(a) = notify::alert_of(&f, &self.api_base) {
-                        self.alerter.raise(a);
-                    }
+                    self.notify(std::slice::from_ref(&f), now).await;
                 }
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "storing the deep-reorg finding"),
@@ -334,11 +375,7 @@ impl Daemon {
         match judge_stage::judge(&self.store, &self.profile, &batches, report, &previous, extra, now).await {
             Ok(j) => {
                 observe::new_findings(&self.metrics, &j.new);
-                for f in &j.new {
-                    if let Some(a) = notify::alert_of(f, &self.api_base) {
-                        self.alerter.raise(a);
-                    }
-                }
+                self.notify(&j.new, now).await;
                 for f in &j.resolved {
                     self.alerter.resolve(f.id.clone());
                 }

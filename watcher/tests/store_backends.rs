@@ -412,6 +412,13 @@ async fn findings_dedup_by_key(target: &Target) {
     let open = store.findings(true).await.expect("open");
     assert_eq!(open.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), vec![g.id.as_str()]);
     assert_eq!(store.findings(false).await.expect("all").len(), 2);
+
+    // Notification bookkeeping: open and not yet notified, then marked once.
+    let pending = store.unnotified_findings().await.expect("unnotified");
+    assert_eq!(pending.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), vec![g.id.as_str()]);
+    assert!(store.mark_notified(&g.id, 700).await.expect("mark"));
+    assert!(!store.mark_notified(&g.id, 800).await.expect("mark twice"));
+    assert!(store.unnotified_findings().await.expect("unnotified").is_empty());
     store.close().await;
 }
 

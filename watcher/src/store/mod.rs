@@ -286,6 +286,18 @@ impl Store {
         dispatch!(self.resolve_finding(id, at))
     }
 
+    /// Records that the operator was notified of finding `id` at `at` (unix seconds); returns whether
+    /// it was not marked before.
+    pub async fn mark_notified(&self, id: &str, at: i64) -> Result<bool> {
+        dispatch!(self.mark_notified(id, at))
+    }
+
+    /// Open findings the operator was never notified of (e.g. the process died between storing and
+    /// notifying), first seen first.
+    pub async fn unnotified_findings(&self) -> Result<Vec<Finding>> {
+        dispatch!(self.unnotified_findings())
+    }
+
     /// One finding by id.
     pub async fn finding(&self, id: &str) -> Result<Option<Finding>> {
         dispatch!(self.finding_by_id(id))

@@ -627,6 +627,24 @@ macro_rules! backend_ops {
                 Ok(done.rows_affected() == 1)
             }
 
+            pub(crate) async fn mark_notified(pool: &Pool<Db>, id: &str, at: i64) -> Result<bool> {
+                let done = sqlx::query("UPDATE findings SET notified_at = $1 WHERE id = $2 AND notified_at IS NULL")
+                    .bind(at)
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub(crate) async fn unnotified_findings(pool: &Pool<Db>) -> Result<Vec<Finding>> {
+                let sql = format!(
+                    "SELECT {FINDING_COLS} FROM findings WHERE resolved_at IS NULL AND notified_at IS NULL \
+                     ORDER BY first_seen, id"
+                );
+                let rows: Vec<FindingRow> = sqlx::query_as(&sql).fetch_all(pool).await?;
+                rows.into_iter().map(finding).collect()
+            }
+
             pub(crate) async fn finding_by_id(pool: &Pool<Db>, id: &str) -> Result<Option<Finding>> {
                 let sql = format!("SELECT {FINDING_COLS} FROM findings WHERE id = $1");
                 let row: Option<FindingRow> = sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?;
