@@ -8,6 +8,7 @@
 use crate::api::{admin_router, router, AppState};
 use crate::bitcoind::{BitcoindError, BitcoindOptions, BitcoindProcess};
 use crate::faults::{FaultKind, FaultPlan, FaultSpec};
+use crate::flood::{self, FloodReport};
 use crate::l1tx::build_anchor_tx;
 use crate::node_facts::{profile_bridge, NodeFacts, NodeFactsError};
 use crate::rpc::{RpcClient, RpcError};
@@ -17,7 +18,7 @@ use crate::wallet::{TxRequest, Wallet, WalletError, DEFAULT_FEE_RATE};
 use crate::workload::{producer_key, user_key};
 use bitcoin::key::Keypair;
 use bitcoin::secp256k1::SecretKey;
-use bitcoin::{Address, Amount, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use kray_replayer::address::{account_key_of, format_l2_address, secp};
 use kray_replayer::bridge::BridgeDescriptor;
 use kray_replayer::genesis::{Genesis, GenesisAccount};
@@ -68,6 +69,10 @@ pub struct DevnetConfig {
     pub legacy_internal_key: bool,
     /// The bitcoind executable (default: `BITCOIND_EXE` or the install cache).
     pub bitcoind_exe: Option<PathBuf>,
+    /// Largest block the node mines, in weight units (`-blockmaxweight`; `None`: Core's 4,000,000).
+    /// Core keeps `-blockreservedweight` (8,000) of it for the header and coinbase, so 16,000 leaves
+    /// room for about 2,000 vB of transactions: small blocks that a [`Devnet::flood_mempool`] fills.
+    pub block_max_weight: Option<u64>,
 }
 
 impl Default for DevnetConfig {
@@ -85,6 +90,7 @@ impl Default for DevnetConfig {
             faults: Vec::new(),
             legacy_internal_key: false,
             bitcoind_exe: None,
+            block_max_weight: None,
         }
     }
 }
@@ -259,9 +265,13 @@ impl Devnet {
                 std::fs::remove_file(entry.path()).map_err(|e| DevnetError::Io(name.to_string(), e))?;
             }
         }
-        let node =
-            BitcoindProcess::start_with(BitcoindOptions { exe: config.bitcoind_exe.clone(), ..Default::default() })
-                .await?;
+        let extra_args = config.block_max_weight.map(|w| vec![format!("-blockmaxweight={w}")]).unwrap_or_default();
+        let node = BitcoindProcess::start_with(BitcoindOptions {
+            exe: config.bitcoind_exe.clone(),
+            extra_args,
+            ..Default::default()
+        })
+        .await?;
         let rpc = node.rpc_client();
         let wallet = Wallet::from_seed(format!("kray-devnet-{}", config.seed).as_bytes(), Network::Regtest)?;
         let users: Vec<Keypair> = (0..config.users as u64).map(|i| user_key(config.seed, i)).collect();
@@ -471,9 +481,38 @@ impl Devnet {
     ) -> Result<Txid, DevnetError> {
         let tx = self
             .wallet
-            .pay_to(script_pubkey, amount, bitcoin::FeeRate::from_sat_per_vb_unchecked(2))
+            .pay_to(script_pubkey, amount, bitcoin::FeeRate::from_sat_per_vb_u32(2))
             .map_err(|e| setup(format!("funding: {e}")))?;
         self.confirm(&tx).await
+    }
+
+    /// Floods the mempool with `n_txs` independent transactions paying `fee_rate` (see
+    /// [`crate::flood`]): a split from the devnet wallet's confirmed coins is mined alone in one new
+    /// block, then every flood transaction is broadcast. With a small `block_max_weight` the next
+    /// blocks are full of them and a transaction paying less waits. Call again to top the flood up.
+    pub async fn flood_mempool(&mut self, n_txs: usize, fee_rate: FeeRate) -> Result<FloodReport, DevnetError> {
+        self.sync().await?;
+        let flood = flood::flood_wallet(Network::Regtest).map_err(setup)?;
+        // Only confirmed coins: the split is mined alone, so it cannot spend an unconfirmed output.
+        let mut exclude = self.ledger.rune_outpoints();
+        exclude.extend(self.wallet.utxos().filter(|u| u.height.is_none()).map(|u| u.outpoint));
+        let split = flood::build_split(&self.wallet, &flood, n_txs, fee_rate, DEFAULT_FEE_RATE, &exclude)
+            .map_err(|e| setup(format!("flood split: {e}")))?;
+        let split_txid = split.compute_txid();
+        let raw = bitcoin::consensus::encode::serialize_hex(&split);
+        let address = self.wallet.address().to_string();
+        let _: serde_json::Value = self.rpc.call("generateblock", serde_json::json!([address, [raw]])).await?;
+        self.sync().await?;
+        let split_height = self.scanned;
+        let txs = flood::build_flood_txs(&flood, &split, fee_rate).map_err(|e| setup(format!("flood: {e}")))?;
+        let mut txids = Vec::with_capacity(txs.len());
+        let mut vsize = 0;
+        for tx in &txs {
+            txids.push(self.rpc.send_raw_transaction(tx).await?);
+            vsize += tx.vsize() as u64;
+        }
+        tracing::info!(%split_txid, txs = txids.len(), vsize, %fee_rate, "mempool flooded");
+        Ok(FloodReport { split_txid, split_height, txids, fee_rate, vsize })
     }
 
     async fn broadcast(&mut self, tx: &Transaction) -> Result<Txid, DevnetError> {

@@ -236,3 +236,80 @@ fn parse_key(text: &str) -> Option<kray_replayer::address::AccountKey> {
     let bytes: [u8; 32] = hex::decode(text).ok()?.try_into().ok()?;
     Some(kray_replayer::address::AccountKey(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kray_devnet::workload::{generate, WorkloadSpec};
+    use kray_replayer::FaultClass;
+    use kray_watcher::store::{BatchCopy, Effect, L1Header};
+
+    /// A store holding `batches` and the workload's two deposits (in block 1), and the stage at genesis.
+    async fn setup(fault: Option<(FaultClass, u64)>) -> (tempfile::TempDir, Store, ReplayStage, Vec<Batch>) {
+        let profile = Profile::load("regtest").expect("profile");
+        let spec = WorkloadSpec { accounts: 20, txs: 60, batch_size: 20, seed: 3, fault };
+        let w = generate(&profile, &spec).expect("workload");
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open_sqlite(dir.path()).await.expect("store");
+        let h = |n: u64| format!("{n:064x}");
+        let effects: Vec<Effect> = w
+            .facts
+            .deposits
+            .iter()
+            .map(|d| Effect::Deposit {
+                outpoint: Outpoint { txid: hex::encode(d.outpoint.txid), vout: d.outpoint.vout },
+                amount: u128::from(d.rune_amount),
+                recipient: d.recipient.map(|k| hex::encode(k.0)),
+                from_bridge: false,
+            })
+            .collect();
+        store.apply_block(&L1Header { height: 1, hash: h(1), prev_hash: h(0) }, &effects).await.expect("block 1");
+        let batches: Vec<Batch> = w.batches.into_iter().map(|(_, b)| b).collect();
+        let copies: Vec<BatchCopy> = batches
+            .iter()
+            .map(|b| BatchCopy {
+                batch_id: b.signed.header.batch_id,
+                source: "test".into(),
+                content_hash: hex::encode(b.content_hash()),
+                raw: b.to_raw(),
+                received_at: 0,
+            })
+            .collect();
+        store.insert_batches(&copies).await.expect("insert");
+        let (chain, state) = w.genesis.build(&profile).expect("genesis");
+        let stage = ReplayStage::new(Replayer::new(chain, state).expect("replayer"), profile);
+        (dir, store, stage, batches)
+    }
+
+    #[tokio::test]
+    async fn a_batch_above_the_indexed_l1_tip_waits_and_is_judged_once_l1_catches_up() {
+        let (_dir, store, mut stage, batches) = setup(None).await;
+        let first_l1 = u64::from(batches[0].signed.header.l1_height);
+        let adv = stage.advance(&store, first_l1 - 1).await.expect("advance");
+        assert!(adv.judged.is_empty());
+        assert!(adv.waiting.as_deref().is_some_and(|w| w.contains("cannot verify yet")), "{adv:?}");
+        assert_eq!(stage.judged_height(), 0);
+        let last_l1 = batches.iter().map(|b| u64::from(b.signed.header.l1_height)).max().expect("batches");
+        let adv = stage.advance(&store, last_l1).await.expect("advance");
+        assert_eq!(adv.judged.len(), batches.len());
+        assert!(adv.judged.iter().all(|r| matches!(r.outcome, Outcome::Valid { .. })), "{:?}", adv.judged);
+        assert!(adv.waiting.is_none());
+        assert_eq!(adv.txs, batches.iter().map(|b| u64::from(b.signed.header.tx_count)).sum::<u64>());
+        // Nothing new: nothing judged twice.
+        assert!(stage.advance(&store, last_l1).await.expect("again").judged.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fault_carries_its_proof_and_hash_and_later_batches_are_not_replayed() {
+        let (_dir, store, mut stage, _) = setup(Some((FaultClass::BadNonce, 2))).await;
+        let adv = stage.advance(&store, 10_000).await.expect("advance");
+        assert_eq!(stage.first_fault(), Some(2));
+        let Outcome::Fault { class, proof, proof_hash, .. } = &adv.judged[1].outcome else {
+            panic!("{:?}", adv.judged[1])
+        };
+        assert_eq!(class, "bad-nonce");
+        let p = kray_replayer::proof::FraudProof::from_json(proof).expect("proof");
+        assert_eq!(hex::encode(p.proof_hash()), *proof_hash);
+        assert!(adv.judged[2..].iter().all(|r| matches!(r.outcome, Outcome::NotReplayed { .. })));
+    }
+}
