@@ -33,6 +33,8 @@ enum Command {
     Devnet(commands::devnet::DevnetArgs),
     /// Run the guardian daemon: follow L1, mirror and replay batches, judge, act, serve the API.
     Run(config::RunArgs),
+    /// List the guardian's findings, or resolve one by hand (e.g. a deep reorg that stopped acting).
+    Findings(commands::findings::FindingsArgs),
     /// Write a commented example guardian configuration.
     Init(commands::init::InitArgs),
 }
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a).map(|()| 0),
         Command::Devnet(a) => commands::devnet::run(&a),
         Command::Init(a) => commands::init::run(&a),
+        Command::Findings(a) => commands::findings::run(&a),
         Command::Run(_) => Ok(0),
     };
     exit(result)

@@ -300,6 +300,19 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     assert_eq!(fault_mail[0]["rcpt_tos"], serde_json::json!(["ops@kray.test"]), "{}", fault_mail[0]);
     assert!(fault_mail[0]["body"].as_str().unwrap_or("").contains("/v1/proofs/3"), "{}", fault_mail[0]);
     let _ = smtp.kill();
+    // The operator's CLI reads the same store while the daemon runs, and resolves by id.
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
+            .args(["findings", "--config"])
+            .arg(&g.config)
+            .args(args)
+            .output()
+            .expect("findings cli")
+    };
+    let listed = cli(&["list"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"wrong-gas/3/\""));
+    assert_eq!(cli(&["resolve", "late-anchor/999/"]).status.code(), Some(4));
     // The proof is served and verifies offline.
     let proof = client.get(format!("{}/v1/proofs/3", g.url)).send().await.expect("GET").text().await.expect("proof");
     let path = dir.path().join("proof.json");

@@ -1,6 +1,7 @@
 //! The subcommands of the binary, one file each.
 
 pub mod devnet;
+pub mod findings;
 pub mod gen_workload;
 pub mod init;
 pub mod replay;
