@@ -1,5 +1,11 @@
-//! Embeds the git commit in the version (`KRAY_GIT_HASH`; "unknown" outside a git checkout).
+//! Embeds the git commit in the version: `KRAY_GIT_HASH` from the environment if set (builds without
+//! `.git`), else `git rev-parse`, else "unknown".
 fn main() {
+    println!("cargo:rerun-if-env-changed=KRAY_GIT_HASH");
+    if let Ok(hash) = std::env::var("KRAY_GIT_HASH") {
+        println!("cargo:rustc-env=KRAY_GIT_HASH={hash}");
+        return;
+    }
     let hash = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

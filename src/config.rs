@@ -523,6 +523,8 @@ pub const ENV_KEYS: &[EnvKey] = &[
     EnvKey { key: "anchoring.fee_cap_sat_vb", kind: EnvKind::U64 },
     EnvKey { key: "anchoring.bump_after_blocks", kind: EnvKind::U32 },
     EnvKey { key: "anchoring.grace_steps", kind: EnvKind::U32 },
+    EnvKey { key: "anchoring.peers", kind: EnvKind::List },
+    EnvKey { key: "anchoring.turn_step_blocks", kind: EnvKind::U32 },
     EnvKey { key: "http.listen", kind: EnvKind::Text },
     EnvKey { key: "http.admin_listen", kind: EnvKind::Text },
     EnvKey { key: "http.rate_limit_per_ip_per_minute", kind: EnvKind::U32 },
@@ -993,6 +995,11 @@ impl GuardianConfig {
         }
         if a.bump_after_blocks == 0 {
             p.push("anchoring.bump_after_blocks (0) must be at least 1".into());
+        }
+        for (i, peer) in a.peers.iter().enumerate() {
+            if peer.len() != 64 || !peer.bytes().all(|b| b.is_ascii_hexdigit()) {
+                p.push(format!("anchoring.peers[{i}] ({peer:?}) is not a 32-byte x-only public key in hex"));
+            }
         }
         if a.grace_steps == 0 {
             p.push("anchoring.grace_steps (0) must be at least 1".into());

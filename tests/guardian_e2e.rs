@@ -379,3 +379,39 @@ async fn guardian_reports_early_payout_theft_and_key_path_spend() {
     // No false accusation of the honest parts: no batch fault, no missing credit.
     assert!(!k.iter().any(|(kind, _)| kind == "missing-credit" || kind == "bad-deposit"), "{k:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardian_reports_a_double_credit_and_withheld_data() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig {
+        data_dir: dir.path().join("devnet"),
+        users: 3,
+        seed: 14,
+        faults: vec!["credit-deposit-twice@2".parse().expect("fault"), "withhold@4".parse().expect("fault")],
+        ..DevnetConfig::default()
+    };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let g = start_guardian(dir.path(), &d, "watch");
+    d.tick().await.expect("tick");
+    d.mine(1).await.expect("mine");
+    for _ in 0..4 {
+        transfers(&d, &client, 2).await;
+        d.tick().await.expect("tick");
+        d.mine(1).await.expect("mine");
+    }
+    let mut k = Vec::new();
+    for _ in 0..60 {
+        d.mine(1).await.expect("mine");
+        k = kinds(&findings(&client, &g).await);
+        if k.iter().any(|(kind, _)| kind == "double-deposit") && k.iter().any(|(kind, _)| kind == "data-withheld") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(k.contains(&("double-deposit".to_string(), Some(2))), "{k:?}\n{}", g.log_tail());
+    assert!(k.iter().any(|(kind, _)| kind == "data-withheld"), "{k:?}");
+}

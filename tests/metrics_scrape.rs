@@ -339,6 +339,20 @@ impl Guardian {
         Guardian { child, url: format!("http://127.0.0.1:{port}"), log }
     }
 
+    /// Sends SIGTERM (what `systemctl stop` and `docker stop` send) and waits for the exit, bounded.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+        for _ in 0..240 {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("the guardian did not exit after SIGTERM; log:\n{}", self.log_tail());
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -425,7 +439,7 @@ async fn metrics_follow_the_devnet_and_cover_the_dashboards() {
     let mut d = Devnet::start(cfg).await.expect("devnet");
     d.sync().await.expect("devnet sync");
     let client = reqwest::Client::new();
-    let g = Guardian::start(dir.path(), &d);
+    let mut g = Guardian::start(dir.path(), &d);
 
     // Before: the guardian has followed L1 to the devnet's tip; no batch is sealed yet.
     let start_height = f64::from(d.height());
@@ -485,6 +499,9 @@ async fn metrics_follow_the_devnet_and_cover_the_dashboards() {
     assert_eq!(l1_blocks(&after), height);
     assert!(l1_blocks(&after) > l1_blocks(&middle));
     assert_eq!(replayed(&after), last as f64, "batches-replayed reaches the last batch id");
+    assert_eq!(must(&after, "kray_guardian_sync_height", &[("stage", "batches-mirrored")]), last as f64);
+    assert_eq!(must(&after, "kray_guardian_sync_height", &[("stage", "l1-headers")]), height);
+    assert_eq!(must(&after, "kray_guardian_l1_node_lag_blocks", &[]), 0.0);
     assert_eq!(verdicts(&after, "valid"), 2.0, "batches after the fault are not valid");
     assert_eq!(verdicts(&after, "fault"), 1.0);
     assert_eq!(found(&after, "wrong-gas"), 1.0);
@@ -494,25 +511,52 @@ async fn metrics_follow_the_devnet_and_cover_the_dashboards() {
         "the wrong-gas finding is open"
     );
     assert_eq!(found(&after, "bad-nonce"), 0.0, "only the injected fault class is counted");
+    // The route the Docker HEALTHCHECK calls answers 200 while the guardian watches.
+    let health = client.get(format!("{}/health", g.url)).send().await.expect("GET /health");
+    assert_eq!(health.status().as_u16(), 200);
     let names = scrape_names(&after);
     let missing: Vec<_> = names_used_in_dashboards().into_iter().filter(|(n, _)| !names.contains(n)).collect();
     assert!(missing.is_empty(), "used in dashboards/ but not in the daemon's /metrics: {missing:#?}");
+
+    // A graceful stop, as the systemd unit and the Docker image do it: SIGTERM, exit status 0.
+    let status = g.terminate().await;
+    assert_eq!(status.code(), Some(0), "exit after SIGTERM: {status:?}; log:\n{}", g.log_tail());
+    assert!(g.log_tail().contains("shutting down"), "{}", g.log_tail());
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // `--version`.
 
-/// The commit `build.rs` embeds: `git rev-parse --short=12 HEAD`, or "unknown" outside a git checkout.
-fn expected_hash() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .current_dir(root())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+/// Runs `git args` in the repository; its trimmed stdout on success.
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).current_dir(root()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// What is wrong with a `--version` line, if anything: it must be `kray-guardian VERSION (HASH)` with the crate
+/// version and, in a git checkout, a 12-digit commit of this repository (build.rs embeds `git rev-parse
+/// --short=12 HEAD` as of the build; the commit is checked to exist rather than to be HEAD now, since HEAD may
+/// have moved since the build). Outside a git checkout the hash is `unknown`.
+fn version_problem(line: &str) -> Option<String> {
+    let Some(rest) = line.strip_prefix("kray-guardian ") else { return Some("no program name".into()) };
+    let Some((version, hash)) = rest.split_once(' ') else { return Some("no hash".into()) };
+    if version != env!("CARGO_PKG_VERSION") {
+        return Some(format!("version {version}, the crate is {}", env!("CARGO_PKG_VERSION")));
+    }
+    let Some(hash) = hash.strip_prefix('(').and_then(|h| h.strip_suffix(')')) else {
+        return Some("the hash is not in parentheses".into());
+    };
+    if git(&["rev-parse", "--git-dir"]).is_none() {
+        return (hash != "unknown").then(|| format!("{hash} outside a git checkout"));
+    }
+    if hash.len() != 12 || !hash.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+        return Some(format!(
+            "{hash:?} is not a 12-digit commit (was the binary built where .git is not visible? a build from \
+             another sandbox sharing this target dir leaves `unknown` until build.rs runs again)"
+        ));
+    }
+    let commit = format!("{hash}^{{commit}}");
+    git(&["cat-file", "-e", &commit]).is_none().then(|| format!("{hash} is not a commit of this repository"))
 }
 
 #[test]
@@ -521,14 +565,182 @@ fn version_prints_the_crate_version_and_the_git_hash() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let line = text.trim_end();
-    let rest = line.strip_prefix("kray-guardian ").unwrap_or_else(|| panic!("{line:?}"));
-    let (version, hash) = rest.split_once(' ').unwrap_or_else(|| panic!("no hash in {line:?}"));
-    assert_eq!(version, env!("CARGO_PKG_VERSION"));
-    let hash = hash.strip_prefix('(').and_then(|h| h.strip_suffix(')')).unwrap_or_else(|| panic!("{line:?}"));
-    let expected = expected_hash();
-    assert_eq!(hash, expected, "--version names the commit checked out");
-    if expected != "unknown" {
-        assert_eq!(hash.len(), 12, "{hash}");
-        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    if let Some(problem) = version_problem(line) {
+        panic!("`kray-guardian --version` printed {line:?}: {problem}");
     }
+}
+
+#[test]
+fn version_check_refuses_what_it_should() {
+    let v = env!("CARGO_PKG_VERSION");
+    assert!(version_problem("kray-guardian 9.9.9 (unknown)").is_some());
+    assert!(version_problem(&format!("kray-guardian {v}")).is_some());
+    assert!(version_problem(&format!("kray-guardian {v} 0123456789ab")).is_some());
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        assert!(version_problem(&format!("kray-guardian {v} (unknown)")).is_none());
+        return;
+    };
+    assert_eq!(version_problem(&format!("kray-guardian {v} ({head})")), None);
+    assert!(version_problem(&format!("kray-guardian {v} (unknown)")).is_some());
+    assert!(version_problem(&format!("kray-guardian {v} ({})", head.to_uppercase())).is_some());
+    let not_a_commit = if head.starts_with('0') { "f".repeat(12) } else { "0".repeat(12) };
+    assert!(version_problem(&format!("kray-guardian {v} ({not_a_commit})")).is_some());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Packaging (`contrib/`): what can be checked without systemd running or a Docker daemon.
+
+fn contrib(file: &str) -> String {
+    std::fs::read_to_string(root().join("contrib").join(file)).unwrap_or_else(|e| panic!("contrib/{file}: {e}"))
+}
+
+/// The values of `key=` in a systemd unit, in order.
+fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+    unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).map(str::trim).collect()
+}
+
+/// The option flags (`--name`) `kray-guardian run` accepts.
+fn run_flags() -> BTreeSet<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kray-guardian")).args(["run", "--help"]).output().expect("run --help");
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    help.split(|c: char| c.is_whitespace() || c == ',').filter(|w| w.starts_with("--")).map(str::to_string).collect()
+}
+
+#[test]
+fn systemd_unit_is_hardened_and_valid() {
+    let unit = contrib("kray-guardian.service");
+    for (key, value) in [
+        ("User", "kray-guardian"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("StateDirectory", "kray-guardian"),
+        ("ReadWritePaths", "/var/lib/kray-guardian"),
+        ("Restart", "on-failure"),
+        ("KillSignal", "SIGTERM"),
+    ] {
+        assert!(unit_values(&unit, key).contains(&value), "{key}={value} missing from contrib/kray-guardian.service");
+    }
+    for key in ["LimitNOFILE", "TimeoutStopSec"] {
+        assert_eq!(unit_values(&unit, key).len(), 1, "{key} missing from contrib/kray-guardian.service");
+    }
+    // ExecStart runs the daemon with flags the binary has, and its data dir is the writable state directory.
+    let exec = unit_values(&unit, "ExecStart");
+    assert_eq!(exec.len(), 1, "{exec:?}");
+    let args: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(args[..2], ["/usr/local/bin/kray-guardian", "run"], "{args:?}");
+    let flags = run_flags();
+    assert!(flags.contains("--config") && flags.contains("--data-dir"), "{flags:?}");
+    for a in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(flags.contains(*a), "ExecStart uses {a}, which `kray-guardian run` does not have: {flags:?}");
+    }
+    let data_dir = args.iter().position(|a| *a == "--data-dir").map(|i| args[i + 1]);
+    assert_eq!(data_dir, Some("/var/lib/kray-guardian"));
+
+    // systemd's own parser: no unknown key, no value it cannot parse (it warns on stderr and exits 0).
+    let Some(analyze) =
+        ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].into_iter().find(|p| Path::new(p).exists())
+    else {
+        eprintln!("systemd-analyze not found: skipping `systemd-analyze verify` of the unit");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let verify = |text: &str| {
+        let path = dir.path().join("kray-guardian.service");
+        std::fs::write(&path, text).expect("write unit");
+        let out = Command::new(analyze).args(["verify", "--man=no"]).arg(&path).output().expect("systemd-analyze");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().to_string())
+    };
+    // The binary must exist for verify: point ExecStart at the one under test.
+    let local = unit.replace("/usr/local/bin/kray-guardian", env!("CARGO_BIN_EXE_kray-guardian"));
+    let (ok, stderr) = verify(&local);
+    assert!(ok && stderr.is_empty(), "systemd-analyze verify contrib/kray-guardian.service:\n{stderr}");
+    // The check is real: a misspelt hardening key is reported.
+    let (_, stderr) = verify(&local.replace("ProtectHome=yes", "ProtectHomes=yes"));
+    assert!(stderr.contains("ProtectHomes"), "systemd-analyze did not report an unknown key: {stderr:?}");
+
+    // systemd's exposure score of the sandbox, offline: at most 2.0 of 10 ("OK"); an unhardened unit is refused.
+    let security = |text: &str| {
+        let path = dir.path().join("kray-guardian.service");
+        std::fs::write(&path, text).expect("write unit");
+        let out = Command::new(analyze)
+            .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze security");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (ok, report) = security(&local);
+    assert!(ok && report.contains("Overall exposure level"), "exposure above 2.0:\n{report}");
+    let bare = format!("[Service]\nExecStart={} run\n", env!("CARGO_BIN_EXE_kray-guardian"));
+    let (ok, report) = security(&bare);
+    assert!(!ok, "an unhardened unit passed the exposure threshold:\n{report}");
+}
+
+/// `KEY=VALUE` pairs of the Dockerfile's `ENV` instructions (continuation lines joined).
+fn dockerfile_env(dockerfile: &str) -> BTreeMap<String, String> {
+    let joined = dockerfile.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(str::split_whitespace)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The arguments of the first instruction `name` (continuation lines joined).
+fn dockerfile_instruction(dockerfile: &str, name: &str) -> String {
+    let joined = dockerfile.replace("\\\n", " ");
+    let prefix = format!("{name} ");
+    let line =
+        joined.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name} in Dockerfile"));
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn dockerfile_matches_the_binary() {
+    let df = contrib("Dockerfile");
+    assert!(df.contains(" AS builder") && df.contains("COPY --from=builder"), "a multi-stage build");
+    assert!(dockerfile_instruction(&df, "FROM").starts_with("rust:"), "the builder is a rust image");
+    assert!(df.contains("cargo build --release --locked"), "the release profile, locked dependencies");
+    assert!(df.contains("FROM debian:${DEBIAN_RELEASE}-slim"), "a debian-slim runtime");
+    let user = dockerfile_instruction(&df, "USER");
+    assert!(!user.starts_with("root") && !user.starts_with('0'), "runs as root: USER {user}");
+
+    let env = dockerfile_env(&df);
+    let data_dir = env.get("KRAY_GUARDIAN_DATA_DIR").expect("KRAY_GUARDIAN_DATA_DIR");
+    assert!(dockerfile_instruction(&df, "VOLUME").contains(data_dir.as_str()), "the data dir is a volume");
+    let listen = env.get("KRAY_GUARDIAN_HTTP_LISTEN").expect("KRAY_GUARDIAN_HTTP_LISTEN");
+    let port = listen.rsplit(':').next().expect("port");
+    assert_eq!(dockerfile_instruction(&df, "EXPOSE"), port, "EXPOSE is the listen port");
+    let health = dockerfile_instruction(&df, "HEALTHCHECK");
+    assert!(health.contains(&format!("http://127.0.0.1:{port}/health")), "HEALTHCHECK: {health}");
+
+    // The image's environment is accepted by the binary (an unknown KRAY_GUARDIAN_* name is an error), and
+    // wins over the file. The data dir is moved into a temp dir: validation creates it.
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("guardian.toml");
+    let bin = env!("CARGO_BIN_EXE_kray-guardian");
+    let out = Command::new(bin).args(["init", "--network", "regtest", "--output"]).arg(&config).output().expect("init");
+    assert!(out.status.success(), "{out:?}");
+    let data = dir.path().join("data");
+    let mut check = Command::new(bin);
+    check.args(["init", "--check"]).arg(&config);
+    for (k, v) in &env {
+        check.env(k, if k == "KRAY_GUARDIAN_DATA_DIR" { data.display().to_string() } else { v.clone() });
+    }
+    let out = check.output().expect("init --check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the image's environment is refused: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("listen = \"{listen}\"")), "{stdout}");
+    assert!(stdout.contains(&format!("data_dir = \"{}\"", data.display())), "{stdout}");
+    // A misspelt variable would be refused: the check is real.
+    let out = Command::new(bin).args(["init", "--check"]).arg(&config).env("KRAY_GUARDIAN_DATADIR", "x").output();
+    assert!(!out.expect("init --check").status.success());
 }

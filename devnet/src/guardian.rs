@@ -32,6 +32,8 @@ pub fn guardian_toml(info: &DevnetInfo, mode: &str, data_dir: &Path, listen: &st
          data_dir = {data}\n\
          profile = {profile}\n\
          genesis = {genesis}\n\
+         # The devnet's chain is short: index it from the start (rune etching, deposits).\n\
+         start_height = 0\n\
          \n[bitcoind]\nurl = {url}\nuser = {user}\npassword = {password}\n\
          \n[[sources]]\nname = \"sequencer\"\nurl = {api}\nrole = \"sequencer\"\npoll_interval_ms = 500\n\
          \n[challenge]\nendpoints = [{challenge}]\n\

@@ -33,8 +33,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         });
         tracing::info!(%listen, "http API listening");
         let mut stop = std::pin::pin!(shutdown_signal());
+        // A signal interrupts a tick too: every stage commits in transactions and the sender journals
+        // before it broadcasts, so stopping between two awaits is as safe as a crash, and a long first
+        // catch-up never delays the stop.
         loop {
-            daemon.tick().await;
+            tokio::select! {
+                () = &mut stop => break,
+                () = daemon.tick() => {}
+            }
             tokio::select! {
                 () = &mut stop => break,
                 () = tokio::time::sleep(TICK) => {}

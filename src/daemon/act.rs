@@ -41,6 +41,8 @@ pub struct Acted {
     pub bumped: u64,
     /// Our anchors confirmed, with the fee paid (sats).
     pub anchors_confirmed: Vec<u64>,
+    /// Our anchors broadcast and not yet confirmed.
+    pub pending_anchors: u64,
     /// Wallet status, when checked.
     pub balance: Option<BalanceStatus>,
     /// Problems that did not stop the stage.
@@ -56,6 +58,7 @@ pub struct Actor {
     key: Option<[u8; 32]>,
     peers: Vec<[u8; 32]>,
     turn_step: u64,
+    grace_steps: u64,
     margin: u64,
     submitted: BTreeSet<String>,
     last_tip: u64,
@@ -72,6 +75,7 @@ impl Actor {
                 let k = GuardianKey::load(path, profile.network.to_bitcoin())
                     .with_context(|| format!("anchoring.key_file {}", path.display()))?;
                 key = Some(k.public_key().serialize());
+                tracing::info!(address = %k.address(), key = %k.public_key(), "guardian wallet (fund this address)");
                 let journal = Journal::open(&cfg.data_dir.join(JOURNAL_FILE)).context("opening the L1 send journal")?;
                 let b = &cfg.bitcoind;
                 let password = b.password().map(|p| p.expose().to_string()).unwrap_or_default();
@@ -110,6 +114,7 @@ impl Actor {
             key,
             peers,
             turn_step: u64::from(cfg.anchoring.turn_step_blocks),
+            grace_steps: u64::from(cfg.anchoring.grace_steps.max(1)),
             margin: u64::from(cfg.challenge.safety_margin_blocks),
             submitted: BTreeSet::new(),
             last_tip: 0,
@@ -211,6 +216,13 @@ impl Actor {
                     }
                     Err(e) => acted.problems.push(format!("sender: {e}")),
                 }
+                acted.pending_anchors = sender
+                    .journal()
+                    .records()
+                    .filter(|r| r.is_live() && matches!(r.purpose, Purpose::Anchor { .. }))
+                    .map(|r| r.purpose)
+                    .collect::<BTreeSet<_>>()
+                    .len() as u64;
                 match sender.balance().await {
                     Ok(b) => acted.balance = Some(b),
                     Err(e) => acted.problems.push(format!("wallet balance: {e}")),
@@ -234,7 +246,10 @@ impl Actor {
         guardians.push(me);
         for b in &anchors.batches {
             let AnchorState::Unanchored { grace_ends } = b.state else { continue };
-            if tip <= grace_ends {
+            // `grace_steps` anchor-grace periods after the batch's L1 height (the first is `grace_ends`).
+            let grace = u64::from(self.profile.anchor_grace_blocks);
+            let abandoned_after = grace_ends.saturating_add(grace.saturating_mul(self.grace_steps - 1));
+            if tip <= abandoned_after {
                 continue;
             }
             // Never anchor an invalid batch: only a copy replayed valid.
@@ -245,7 +260,7 @@ impl Actor {
                 continue;
             }
             let Some(batch_hash) = hex32(&b.batch_hash) else { continue };
-            let ref_height = grace_ends + 1;
+            let ref_height = abandoned_after + 1;
             let ref_hash = match store.header_at(ref_height).await {
                 Ok(Some(h)) => match h.hash.parse::<bitcoin::BlockHash>() {
                     Ok(hash) => bitcoin::hashes::Hash::to_byte_array(hash),

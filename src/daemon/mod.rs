@@ -89,6 +89,8 @@ pub struct Daemon {
     api_base: String,
     metrics: Arc<crate::metrics::Metrics>,
     deliveries: observe::DeliveryCursor,
+    /// The last followed headers (height → hash), to measure reorgs.
+    recent: std::collections::BTreeMap<u32, bitcoin::BlockHash>,
     shared: Shared,
 }
 
@@ -107,7 +109,23 @@ impl Daemon {
         let store = Store::open(&cfg.data_dir, cfg.database_url.as_ref().map(|s| s.expose()))
             .await
             .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
-        let mut follow = FollowerConfig::new(cfg.start_height.unwrap_or(0));
+        let source = bitcoind_source(&cfg)?;
+        let start = match cfg.start_height {
+            Some(h) => h,
+            None => {
+                use kray_watcher::chain::ChainSource;
+                let tip = source.tip().await.context("asking bitcoind for its tip (start_height is unset)")?;
+                if store.tip_header().await?.is_none() {
+                    tracing::warn!(
+                        height = tip.height,
+                        "start_height is unset: following from the node's tip; deposits and anchors before it are not \
+                         indexed (set start_height to the rune's etching height for a complete bridge audit)"
+                    );
+                }
+                tip.height
+            }
+        };
+        let mut follow = FollowerConfig::new(start);
         follow.finality_depth = cfg.finality_depth;
         let bridge = match (&profile.bridge, profile.rune_id.is_empty()) {
             (Some(_), false) => Some(kray_watcher::bridge::BridgeConfig::from_profile(&profile)?),
@@ -117,7 +135,7 @@ impl Daemon {
             }
         };
         let bridge_script = bridge.as_ref().map(|b| b.bridge_script.clone());
-        let l1 = L1Index::open_with_bridge(bitcoind_source(&cfg)?, store.clone(), follow, bridge).await?;
+        let l1 = L1Index::open_with_bridge(source, store.clone(), follow, bridge).await?;
         let actor = act::Actor::new(&cfg, &profile)?;
         let shared = Arc::new(RwLock::new(Snapshot {
             mode: cfg.mode.to_string(),
@@ -156,6 +174,7 @@ impl Daemon {
             api_base,
             metrics,
             deliveries: observe::DeliveryCursor::default(),
+            recent: std::collections::BTreeMap::new(),
             shared,
         })
     }
@@ -225,6 +244,23 @@ impl Daemon {
         }
     }
 
+    /// Compares the followed chain with the headers seen last tick: blocks no longer on it were
+    /// reorged out (the depth is recorded).
+    fn measure_reorg(&mut self) {
+        let now: std::collections::BTreeMap<u32, bitcoin::BlockHash> =
+            self.l1.follower().headers().map(|h| (h.height, h.hash)).collect();
+        let floor = now.keys().next().copied().unwrap_or(0);
+        let depth =
+            self.recent.iter().filter(|(height, hash)| **height >= floor && now.get(height) != Some(hash)).count()
+                as u64;
+        if depth > 0 {
+            tracing::warn!(depth, "L1 reorg");
+            self.metrics.record_reorg(depth);
+        }
+        let keep = now.len().saturating_sub(100);
+        self.recent = now.into_iter().skip(keep).collect();
+    }
+
     /// Low balance is an alert (raised once, resolved when funded again).
     fn wallet_alert(&mut self, b: kray_challenger::sender::BalanceStatus) {
         use kray_challenger::sender::BalanceStatus;
@@ -287,6 +323,7 @@ impl Daemon {
                 snap.l1_blocks.blocked = Some(e.to_string());
             }
         }
+        self.measure_reorg();
         if self.l1.deep_reorgs() > snap.deep_reorgs_seen {
             snap.deep_reorgs_seen = self.l1.deep_reorgs();
             let tip = self.l1.follower().tip().map(|t| u64::from(t.height)).unwrap_or(0);
@@ -318,7 +355,16 @@ impl Daemon {
         let report = self.mirror.poll_once().await;
         for f in &report.errors {
             tracing::warn!(source = %f.source, error = %f.error, "batch source");
+            let sequencer =
+                self.cfg.sources.iter().any(|s| s.name == f.source && s.role == crate::config::SourceRole::Sequencer);
+            self.metrics.record_mirror_error(if sequencer {
+                crate::metrics::MirrorSource::PublicationApi
+            } else {
+                crate::metrics::MirrorSource::Peer
+            });
         }
+        let disagree = self.mirror.source_disagreements().values().any(|n| *n > 0);
+        self.metrics.set_source_disagreement(crate::metrics::Subject::Batch, disagree);
         for e in &report.store_errors {
             tracing::error!(error = %e, "mirror store");
         }
@@ -406,6 +452,7 @@ impl Daemon {
             for _ in 0..acted.bumped {
                 self.metrics.record_own_anchor_bump();
             }
+            self.metrics.set_own_anchors_pending(acted.pending_anchors);
             for fee in &acted.anchors_confirmed {
                 self.metrics.record_own_anchor_confirmed(*fee);
             }
