@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ struct Guardian {
 
 impl Guardian {
     fn start(config: &Path, port: u16, log: &Path) -> Guardian {
+        Guardian::start_env(config, port, log, &[])
+    }
+
+    fn start_env(config: &Path, port: u16, log: &Path, envs: &[(&str, &str)]) -> Guardian {
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log clone");
         let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
@@ -41,6 +46,7 @@ impl Guardian {
             .env("RUST_LOG", "info")
             .env("KRAY_E2E_SMTP_USER", "guardian")
             .env("KRAY_E2E_SMTP_PASS", "s3cret-pass")
+            .envs(envs.iter().copied())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
@@ -376,6 +382,8 @@ async fn guardian_reports_early_payout_theft_and_key_path_spend() {
     assert!(has("early-payout"), "{k:?}\n{}", g.log_tail());
     assert!(has("unknown-payout"), "{k:?}");
     assert!(has("key-path-spend"), "{k:?}");
+    // The LEGACY bridge itself is audited at start: one signer can spend it alone.
+    assert!(has("bridge-key-path"), "{k:?}");
     // No false accusation of the honest parts: no batch fault, no missing credit.
     assert!(!k.iter().any(|(kind, _)| kind == "missing-credit" || kind == "bad-deposit"), "{k:?}");
 }
@@ -414,4 +422,60 @@ async fn guardian_reports_a_double_credit_and_withheld_data() {
     }
     assert!(k.contains(&("double-deposit".to_string(), Some(2))), "{k:?}\n{}", g.log_tail());
     assert!(k.iter().any(|(kind, _)| kind == "data-withheld"), "{k:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_deeper_than_finality_stops_acting_until_an_operator_resolves_it() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig { data_dir: dir.path().join("devnet"), users: 3, seed: 15, ..DevnetConfig::default() };
+    let mut d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let port = free_port().expect("port");
+    let config = dir.path().join("guardian.toml");
+    std::fs::write(&config, guardian_toml(&d.info, "watch", &dir.path().join("data"), &format!("127.0.0.1:{port}")))
+        .expect("config");
+    let g = Guardian::start_env(&config, port, &dir.path().join("g.log"), &[("KRAY_GUARDIAN_FINALITY_DEPTH", "2")]);
+    let last = d.tick().await.expect("tick");
+    d.mine(2).await.expect("mine");
+    wait_synced(&client, &g, last, u64::from(d.height())).await;
+    let health = client.get(format!("{}/health", g.url)).send().await.expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+    // Replace the last 3 blocks (depth 3 > finality depth 2) with 4 others.
+    let tip = d.height();
+    let fork = d.rpc().get_block_hash(u64::from(tip) - 2).await.expect("hash");
+    d.rpc().invalidate_block(&fork).await.expect("invalidate");
+    d.rpc()
+        .generate_to_address(4, &bitcoin::Address::from_str(&d.info.user_addresses[0]).expect("addr").assume_checked())
+        .await
+        .expect("mine");
+    let mut status = 0;
+    for _ in 0..80 {
+        status = client.get(format!("{}/health", g.url)).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 503, "the guardian did not stop acting:\n{}", g.log_tail());
+    let f = findings(&client, &g).await;
+    let id = f.iter().find(|x| x["kind"] == "deep-reorg").and_then(|x| x["id"].as_str()).expect("deep-reorg finding");
+    // The operator resolves it; the guardian acts again.
+    let o = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
+        .args(["findings", "--config"])
+        .arg(&config)
+        .args(["resolve", id])
+        .output()
+        .expect("resolve");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    for _ in 0..80 {
+        status = client.get(format!("{}/health", g.url)).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status, 200);
 }

@@ -19,6 +19,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     rt.block_on(async move {
         let listen = cfg.http.listen_addr()?;
         let mut daemon = Daemon::open(cfg).await?;
+        daemon.audit_bridge().await?;
         daemon.notify_pending().await;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding http.listen {listen}"))?;

@@ -231,6 +231,43 @@ impl Daemon {
         });
     }
 
+    /// Audits the profile's bridge descriptor (docs/protocol.md §19): a key path one signer can use
+    /// alone is a critical finding, one whose internal key is not provably unspendable a warning.
+    pub async fn audit_bridge(&mut self) -> anyhow::Result<()> {
+        let Some(descriptor) = kray_watcher::bridge::profile_descriptor(&self.profile)? else { return Ok(()) };
+        let audit = descriptor.audit();
+        tracing::info!(audit = ?audit, "bridge descriptor");
+        if !audit.key_path_possibly_spendable {
+            return Ok(());
+        }
+        let severity = if audit.key_path_spendable_by_single_party {
+            kray_watcher::store::Severity::Critical
+        } else {
+            kray_watcher::store::Severity::Warning
+        };
+        let f = kray_watcher::store::Finding {
+            id: kray_watcher::store::Finding::key("bridge-key-path", None, None),
+            kind: "bridge-key-path".into(),
+            severity,
+            batch_id: None,
+            outpoint: None,
+            first_seen: unix_now(),
+            resolved_at: None,
+            deadline_height: None,
+            evidence: serde_json::json!({"reason": if audit.key_path_spendable_by_single_party {
+                    "the bridge's internal key is a federation signer's key: that signer can spend the bridge alone"
+                } else {
+                    "the bridge's internal key is not the NUMS point: whoever holds it can spend the bridge alone"
+                }, "audit": audit}),
+            height: None,
+            block_hash: None,
+        };
+        if self.store.insert_finding(&f).await? {
+            self.notify(std::slice::from_ref(&f), f.first_seen).await;
+        }
+        Ok(())
+    }
+
     /// Notifies the open findings a previous run stored but never notified (call once at start).
     pub async fn notify_pending(&mut self) {
         match self.store.unnotified_findings().await {

@@ -6,7 +6,7 @@ use kray_watcher::store::Finding;
 /// The alert kind and severity of a finding kind; `None` for informational kinds that page nobody.
 pub fn classify(kind: &str) -> Option<(AlertKind, Severity)> {
     Some(match kind {
-        "key-path-spend" => (AlertKind::KeyPathSpend, Severity::P0),
+        "key-path-spend" | "bridge-key-path" => (AlertKind::KeyPathSpend, Severity::P0),
         "unknown-payout" | "bridge-insolvent" => (AlertKind::UnbackedRelease, Severity::P0),
         "early-payout" => (AlertKind::PrematurePayout, Severity::P0),
         "conflicting-anchor" | "double-credit" => (AlertKind::BatchFault, Severity::P0),

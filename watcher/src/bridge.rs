@@ -31,6 +31,16 @@ use ordinals::{Artifact, RuneId, Runestone};
 
 use crate::store::{Effect, Outpoint, PayoutOutput, RuneOutput, SpendPath};
 
+/// The bridge descriptor the profile's `[bridge]` keys describe (`None` without `[bridge]`).
+pub fn profile_descriptor(profile: &Profile) -> Result<Option<BridgeDescriptor>, BridgeConfigError> {
+    let Some(keys) = profile.bridge.as_ref() else { return Ok(None) };
+    let internal = match keys.internal_key {
+        InternalKeyKind::Nums => InternalKey::Nums,
+        InternalKeyKind::Legacy => InternalKey::Legacy,
+    };
+    Ok(Some(BridgeDescriptor::from_hex_keys(keys.pubkeys.as_slice(), internal)?))
+}
+
 /// Errors building a [`BridgeConfig`].
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeConfigError {
@@ -83,12 +93,7 @@ impl BridgeConfig {
     pub fn from_profile(profile: &Profile) -> Result<Self, BridgeConfigError> {
         let rune =
             RuneId::from_str(&profile.rune_id).map_err(|_| BridgeConfigError::RuneId(profile.rune_id.clone()))?;
-        let keys = profile.bridge.as_ref().ok_or(BridgeConfigError::NoBridge)?;
-        let internal = match keys.internal_key {
-            InternalKeyKind::Nums => InternalKey::Nums,
-            InternalKeyKind::Legacy => InternalKey::Legacy,
-        };
-        let bridge = BridgeDescriptor::from_hex_keys(keys.pubkeys.as_slice(), internal)?;
+        let bridge = profile_descriptor(profile)?.ok_or(BridgeConfigError::NoBridge)?;
         Ok(Self::new(rune, &bridge, profile.network.to_bitcoin()))
     }
 
