@@ -98,13 +98,16 @@ async fn batch(State(api): State<Api>, Path(id): Path<String>) -> Response {
 
 async fn findings(State(api): State<Api>) -> Response {
     let Ok(s) = api.shared.read() else { return unavailable() };
+    let tip = s.l1_blocks.height;
     let list: Vec<_> = s
         .findings
         .iter()
         .map(|f| {
+            let blocks_left = f.deadline_height.map(|d| d.saturating_sub(tip));
             json!({"id": f.id, "kind": f.kind, "severity": f.severity.as_str(), "batch_id": f.batch_id,
                    "outpoint": f.outpoint.as_ref().map(ToString::to_string), "first_seen": f.first_seen,
-                   "deadline_height": f.deadline_height, "evidence": f.evidence})
+                   "deadline_height": f.deadline_height, "blocks_to_deadline": blocks_left,
+                   "seconds_to_deadline": blocks_left.map(|b| b * 600), "evidence": f.evidence})
         })
         .collect();
     Json(json!({"findings": list})).into_response()

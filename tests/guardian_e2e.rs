@@ -306,6 +306,22 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     assert_eq!(fault_mail[0]["rcpt_tos"], serde_json::json!(["ops@kray.test"]), "{}", fault_mail[0]);
     assert!(fault_mail[0]["body"].as_str().unwrap_or("").contains("/v1/proofs/3"), "{}", fault_mail[0]);
     let _ = smtp.kill();
+    // A watch-mode guardian cannot challenge: as the deadline nears, that is itself a (P0) alert.
+    let due =
+        f.iter().find(|x| x["kind"] == "wrong-gas").and_then(|x| x["deadline_height"].as_u64()).expect("deadline");
+    while u64::from(d.height()) + 3 < due {
+        d.mine(1).await.expect("mine");
+    }
+    let mut at_risk = false;
+    for _ in 0..40 {
+        at_risk =
+            received.lock().expect("lock").iter().any(|p| p.to_string().contains("deadline-at-risk:wrong-gas/3/"));
+        if at_risk {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(at_risk, "no deadline alert before {due}:\n{}", g.log_tail());
     // The operator's CLI reads the same store while the daemon runs, and resolves by id.
     let cli = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kray-guardian"))

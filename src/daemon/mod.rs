@@ -281,6 +281,43 @@ impl Daemon {
         }
     }
 
+    /// A finding whose deadline is within the safety margin while this guardian cannot act on it
+    /// (not synced, acting stopped by a deep reorg, or a mode that does not challenge) is itself an
+    /// alert: someone else must act.
+    fn deadline_alerts(&mut self, snap: &Snapshot, tip: u64) {
+        let margin = u64::from(self.cfg.challenge.safety_margin_blocks);
+        let can_act = snap.synced && snap.deep_reorgs == 0 && self.cfg.mode >= crate::config::Mode::Challenge;
+        for f in &snap.findings {
+            let Some(due) = f.deadline_height else { continue };
+            let key = format!("deadline-at-risk:{}", f.id);
+            if !can_act && tip < due && due - tip <= margin {
+                let mut a = kray_alerts::Alert::new(
+                    key,
+                    kray_alerts::AlertKind::ChallengeDeadline,
+                    kray_alerts::Severity::P0,
+                    format!("{} deadline in {} blocks and this guardian cannot act", f.kind, due - tip),
+                    format!(
+                        "finding {} is due at L1 height {due}; this guardian is {} — another guardian must act",
+                        f.id,
+                        if !snap.synced {
+                            "not synced"
+                        } else if snap.deep_reorgs > 0 {
+                            "stopped by a deep reorg"
+                        } else {
+                            "in watch mode"
+                        }
+                    ),
+                );
+                a.batch_id = f.batch_id;
+                a.deadline_height = Some(due);
+                a.evidence_url = Some(format!("{}/v1/findings", self.api_base));
+                self.alerter.raise(a);
+            } else {
+                self.alerter.resolve(key);
+            }
+        }
+    }
+
     /// Compares the followed chain with the headers seen last tick: blocks no longer on it were
     /// reorged out (the depth is recorded).
     fn measure_reorg(&mut self) {
@@ -497,6 +534,7 @@ impl Daemon {
                 self.wallet_alert(b);
             }
         }
+        self.deadline_alerts(&snap, l1_tip);
         observe::snapshot(&self.metrics, &snap, l1_tip, now);
         observe::deliveries(&self.metrics, &self.alerter.snapshot(), &mut self.deliveries);
         if let Ok(mut s) = self.shared.write() {
