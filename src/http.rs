@@ -1,5 +1,5 @@
 //! The guardian's HTTP API (read-only, public listener): `/health`, `/metrics`, `/v1/status`,
-//! `/v1/batches`, `/v1/batches/{id}`, `/v1/findings`, `/v1/proofs/{id}`.
+//! `/v1/batches`, `/v1/batches/{id}`, `/v1/findings`, `/v1/proofs/{id}`, `/v1/bridge`.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -16,7 +16,6 @@ use crate::daemon::Shared;
 struct Api {
     shared: Shared,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    #[allow(dead_code)]
     store: Store,
 }
 
@@ -30,6 +29,7 @@ pub fn router(shared: Shared, store: Store, metrics: std::sync::Arc<crate::metri
         .route("/v1/batches/{id}", get(batch))
         .route("/v1/findings", get(findings))
         .route("/v1/proofs/{id}", get(proof))
+        .route("/v1/bridge", get(bridge))
         .with_state(Api { shared, metrics, store })
 }
 
@@ -111,6 +111,34 @@ async fn findings(State(api): State<Api>) -> Response {
         })
         .collect();
     Json(json!({"findings": list})).into_response()
+}
+
+/// Most bridge outputs listed by `/v1/bridge`.
+const MAX_BRIDGE_UTXOS: usize = 1_000;
+
+async fn bridge(State(api): State<Api>) -> Response {
+    let (info, report) = {
+        let Ok(s) = api.shared.read() else { return unavailable() };
+        (s.bridge_descriptor.clone(), s.bridge.clone())
+    };
+    let Some(info) = info else { return error(StatusCode::NOT_FOUND, "the profile names no bridge") };
+    let utxos = match api.store.unspent_rune_outputs_of_script(&info.script_pubkey).await {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("reading bridge outputs: {e}")),
+    };
+    let listed: Vec<_> = utxos
+        .iter()
+        .take(MAX_BRIDGE_UTXOS)
+        .map(|o| json!({"outpoint": o.outpoint.to_string(), "amount": o.amount.to_string(), "height": o.height}))
+        .collect();
+    let solvency = report.as_ref().map(|r| {
+        json!({"balance": r.balance.to_string(), "liabilities": r.liabilities.to_string(),
+               "ratio": r.solvency_ratio(), "solvent": r.balance >= r.liabilities, "paid_withdrawals": r.paid.len()})
+    });
+    Json(json!({"address": info.address, "script_pubkey": info.script_pubkey, "audit": info.audit,
+                "utxo_count": utxos.len(), "utxos": listed, "truncated": utxos.len() > MAX_BRIDGE_UTXOS,
+                "solvency": solvency}))
+    .into_response()
 }
 
 async fn proof(State(api): State<Api>, Path(id): Path<String>) -> Response {

@@ -7,6 +7,7 @@ mod daemon;
 mod http;
 mod l1_node;
 mod metrics;
+mod rate_limit;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

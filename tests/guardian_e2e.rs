@@ -201,6 +201,12 @@ async fn guardian_watches_an_honest_devnet_without_findings() {
     assert_eq!(list.len() as u64, last);
     assert!(list.iter().all(|b| b["verdict"] == "valid"), "{batches}");
     assert!(list.iter().all(|b| b["anchor"]["confirmed"] == true), "{batches}");
+    // The bridge: NUMS internal key, the users' deposits, solvent (balances + pending = the bridge's runes).
+    let bridge = get_json(&client, &format!("{}/v1/bridge", g.url)).await.expect("bridge");
+    assert_eq!(bridge["audit"]["key_path_possibly_spendable"], false, "{bridge}");
+    assert!(bridge["utxo_count"].as_u64().unwrap_or(0) >= 3, "{bridge}");
+    assert_eq!(bridge["solvency"]["solvent"], true, "{bridge}");
+    assert_eq!(bridge["solvency"]["ratio"], 1.0, "{bridge}");
     // The guardian serves its mirror byte-identical to the sequencer.
     let ours =
         client.get(format!("{}/l2/batches/{last}/raw", g.url)).send().await.expect("GET").bytes().await.expect("b");
@@ -494,4 +500,40 @@ async fn a_reorg_deeper_than_finality_stops_acting_until_an_operator_resolves_it
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_is_rate_limited_per_client() {
+    if skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = DevnetConfig { data_dir: dir.path().join("devnet"), users: 3, seed: 16, ..DevnetConfig::default() };
+    let d = Devnet::start(cfg).await.expect("devnet");
+    let client = reqwest::Client::new();
+    let port = free_port().expect("port");
+    let config = dir.path().join("guardian.toml");
+    std::fs::write(&config, guardian_toml(&d.info, "watch", &dir.path().join("data"), &format!("127.0.0.1:{port}")))
+        .expect("config");
+    let g = Guardian::start_env(
+        &config,
+        port,
+        &dir.path().join("g.log"),
+        &[("KRAY_GUARDIAN_HTTP_RATE_LIMIT_PER_IP_PER_MINUTE", "5")],
+    );
+    let mut codes = Vec::new();
+    for _ in 0..200 {
+        match client.get(format!("{}/health", g.url)).send().await {
+            Ok(r) => {
+                codes.push(r.status().as_u16());
+                if r.status().as_u16() == 429 {
+                    assert!(r.headers().get("retry-after").is_some());
+                    break;
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await, // still starting
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| **c != 429).count(), 5, "{codes:?}\n{}", g.log_tail());
+    assert_eq!(codes.last(), Some(&429));
 }

@@ -37,7 +37,7 @@ pub fn guardian_toml(info: &DevnetInfo, mode: &str, data_dir: &Path, listen: &st
          \n[bitcoind]\nurl = {url}\nuser = {user}\npassword = {password}\n\
          \n[[sources]]\nname = \"sequencer\"\nurl = {api}\nrole = \"sequencer\"\npoll_interval_ms = 500\n\
          \n[challenge]\nendpoints = [{challenge}]\n\
-         \n[http]\nlisten = {listen}\n",
+         \n[http]\nlisten = {listen}\n# Tests and the demo poll often; a public guardian keeps the default.\nrate_limit_per_ip_per_minute = 6000\n",
         mode = q(mode),
         data = q(&data_dir.display().to_string()),
         profile = q(&info.profile_path.display().to_string()),

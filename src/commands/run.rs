@@ -18,13 +18,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
         let listen = cfg.http.listen_addr()?;
+        let rate_limit = cfg.http.rate_limit_per_ip_per_minute;
         let mut daemon = Daemon::open(cfg).await?;
         daemon.audit_bridge().await?;
         daemon.notify_pending().await;
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding http.listen {listen}"))?;
+        let limiter = crate::rate_limit::RateLimiter::new(rate_limit);
         let app = crate::http::router(daemon.shared(), daemon.store().clone(), daemon.metrics())
-            .merge(daemon.mirror_router());
+            .merge(daemon.mirror_router())
+            .layer(axum::middleware::from_fn_with_state(limiter, crate::rate_limit::limit));
         let server = tokio::spawn(async move {
             if let Err(e) =
                 axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await

@@ -237,6 +237,13 @@ impl Daemon {
         let Some(descriptor) = kray_watcher::bridge::profile_descriptor(&self.profile)? else { return Ok(()) };
         let audit = descriptor.audit();
         tracing::info!(audit = ?audit, "bridge descriptor");
+        if let Ok(mut snap) = self.shared.write() {
+            snap.bridge_descriptor = Some(snapshot::BridgeInfo {
+                address: descriptor.address(self.profile.network.to_bitcoin()).to_string(),
+                script_pubkey: hex::encode(descriptor.script_pubkey().as_bytes()),
+                audit: audit.clone(),
+            });
+        }
         if !audit.key_path_possibly_spendable {
             return Ok(());
         }

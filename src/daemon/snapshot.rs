@@ -19,6 +19,17 @@ pub struct StageStatus {
     pub blocked: Option<String>,
 }
 
+/// What the profile says about the bridge.
+#[derive(Debug, Clone, Serialize)]
+pub struct BridgeInfo {
+    /// Its address.
+    pub address: String,
+    /// Its scriptPubKey, hex.
+    pub script_pubkey: String,
+    /// The descriptor audit (§19).
+    pub audit: kray_replayer::bridge::BridgeAudit,
+}
+
 /// The daemon's view after its last tick.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
@@ -51,6 +62,9 @@ pub struct Snapshot {
     /// Bridge judgement, when the profile names a bridge and a rune.
     #[serde(skip)]
     pub bridge: Option<BridgeReport>,
+    /// The bridge: its address, scriptPubKey (hex) and descriptor audit, when the profile names one.
+    #[serde(skip)]
+    pub bridge_descriptor: Option<BridgeInfo>,
     /// Open findings.
     #[serde(skip)]
     pub findings: Vec<Finding>,
