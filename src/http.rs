@@ -64,10 +64,34 @@ async fn status(State(api): State<Api>) -> Response {
     Json(v).into_response()
 }
 
-async fn batches(State(api): State<Api>) -> Response {
+/// Most batches one `/v1/batches` page lists.
+const MAX_PAGE: u64 = 100;
+
+/// `?from=&limit=` of `/v1/batches`.
+#[derive(serde::Deserialize)]
+struct Page {
+    from: Option<String>,
+    limit: Option<String>,
+}
+
+async fn batches(State(api): State<Api>, axum::extract::Query(q): axum::extract::Query<Page>) -> Response {
+    let parse = |v: &Option<String>, default: u64| v.as_deref().map_or(Ok(default), str::parse::<u64>);
+    let (Ok(from), Ok(limit)) = (parse(&q.from, 1), parse(&q.limit, MAX_PAGE)) else {
+        return error(StatusCode::BAD_REQUEST, "from and limit must be non-negative integers");
+    };
+    if limit == 0 || limit > MAX_PAGE {
+        return error(StatusCode::BAD_REQUEST, format!("limit must be 1..={MAX_PAGE}"));
+    }
     let Ok(s) = api.shared.read() else { return unavailable() };
-    let list: Vec<_> = s.batches.values().flatten().map(|b| batch_json(&s, b)).collect();
-    Json(json!({"batches": list})).into_response()
+    let ids: Vec<u64> = s.batches.range(from..).map(|(id, _)| *id).take(limit as usize + 1).collect();
+    let next = ids.get(limit as usize).copied();
+    let list: Vec<_> = ids
+        .iter()
+        .take(limit as usize)
+        .flat_map(|id| s.batches.get(id).into_iter().flatten())
+        .map(|b| batch_json(&s, b))
+        .collect();
+    Json(json!({"batches": list, "next": next})).into_response()
 }
 
 fn batch_json(s: &crate::daemon::Snapshot, b: &crate::daemon::replay_stage::Replayed) -> serde_json::Value {
@@ -89,8 +113,16 @@ async fn batch(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Ok(s) = api.shared.read() else { return unavailable() };
     match s.batches.get(&id) {
         Some(copies) => {
-            Json(json!({"batch_id": id, "copies": copies.iter().map(|b| batch_json(&s, b)).collect::<Vec<_>>()}))
-                .into_response()
+            let copies: Vec<_> = copies
+                .iter()
+                .map(|b| {
+                    let mut v = batch_json(&s, b);
+                    v["header"] = b.header.clone();
+                    v["signature"] = json!(b.signature);
+                    v
+                })
+                .collect();
+            Json(json!({"batch_id": id, "copies": copies})).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("batch {id} is not replayed here")),
     }

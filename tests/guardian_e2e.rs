@@ -201,6 +201,15 @@ async fn guardian_watches_an_honest_devnet_without_findings() {
     assert_eq!(list.len() as u64, last);
     assert!(list.iter().all(|b| b["verdict"] == "valid"), "{batches}");
     assert!(list.iter().all(|b| b["anchor"]["confirmed"] == true), "{batches}");
+    // Pages are bounded; a batch shows its signed header.
+    let page = get_json(&client, &format!("{}/v1/batches?from=2&limit=2", g.url)).await.expect("page");
+    assert_eq!(page["batches"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["next"], 4, "{page}");
+    let bad = client.get(format!("{}/v1/batches?limit=1000", g.url)).send().await.expect("GET");
+    assert_eq!(bad.status().as_u16(), 400);
+    let one = get_json(&client, &format!("{}/v1/batches/2", g.url)).await.expect("batch");
+    assert_eq!(one["copies"][0]["header"]["batch_id"], 2, "{one}");
+    assert_eq!(one["copies"][0]["verdict"], "valid", "{one}");
     // The bridge: NUMS internal key, the users' deposits, solvent (balances + pending = the bridge's runes).
     let bridge = get_json(&client, &format!("{}/v1/bridge", g.url)).await.expect("bridge");
     assert_eq!(bridge["audit"]["key_path_possibly_spendable"], false, "{bridge}");

@@ -57,6 +57,12 @@ pub struct Replayed {
     pub l1_height: u64,
     /// Txs in it.
     pub tx_count: u32,
+    /// The signed header (JSON form, docs/protocol.md §12).
+    #[serde(skip)]
+    pub header: serde_json::Value,
+    /// The producer's signature over the batch hash (hex).
+    #[serde(skip)]
+    pub signature: String,
     /// The verdict.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -191,6 +197,8 @@ impl ReplayStage {
                     batch_hash: hex::encode(header.hash()),
                     l1_height: u64::from(header.l1_height),
                     tx_count: header.tx_count,
+                    header: serde_json::to_value(header).unwrap_or_default(),
+                    signature: hex::encode(batch.signed.signature),
                     outcome,
                 };
                 tracing::info!(batch_id = id, verdict = ?r.outcome, "batch judged");
