@@ -127,6 +127,7 @@ impl Actor {
         store: &Store,
         batches: &BTreeMap<u64, Vec<Replayed>>,
         anchors: &AnchorReport,
+        markers: &[kray_watcher::store::ChallengeMarker],
         tip: u64,
     ) -> Acted {
         let mut acted = Acted::default();
@@ -153,8 +154,13 @@ impl Actor {
                         due.map(|d| d.saturating_sub(tip)),
                     );
                 }
+                // Re-check before paying: the same proof already committed on L1 (by anyone) is enough.
+                let committed = markers.iter().any(|m| m.batch_id == c.batch_id && m.proof_hash == *proof_hash);
                 if let Some(sender) = self.sender.as_mut() {
                     let purpose = Purpose::Challenge { batch_id: c.batch_id, proof_hash: hash };
+                    if committed && sender.journal().live(&purpose).is_none() {
+                        continue;
+                    }
                     let deadline = anchored
                         .get(&c.batch_id)
                         .map(|a| Deadline::challenge_window(&self.profile, c.batch_id, *a, self.margin));

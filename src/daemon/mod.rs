@@ -432,6 +432,10 @@ impl Daemon {
             }
         }
         let l1_tip = self.l1.follower().tip().map(|t| u64::from(t.height)).unwrap_or(0);
+        match self.store.challenges().await {
+            Ok(c) => snap.challenges = c,
+            Err(e) => tracing::error!(error = %e, "reading challenge markers"),
+        }
 
         let report = self.mirror.poll_once().await;
         for f in &report.errors {
@@ -526,7 +530,7 @@ impl Daemon {
         snap.batches = batches;
         snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();
         if snap.synced && snap.deep_reorgs == 0 {
-            let acted = self.actor.act(&self.store, &batches_for_act, &snap.anchors, l1_tip).await;
+            let acted = self.actor.act(&self.store, &batches_for_act, &snap.anchors, &snap.challenges, l1_tip).await;
             for p in &acted.problems {
                 tracing::warn!(problem = %p, "acting");
             }

@@ -65,6 +65,9 @@ pub struct Snapshot {
     /// The bridge: its address, scriptPubKey (hex) and descriptor audit, when the profile names one.
     #[serde(skip)]
     pub bridge_descriptor: Option<BridgeInfo>,
+    /// Challenge markers on the best chain (anyone's).
+    #[serde(skip)]
+    pub challenges: Vec<kray_watcher::store::ChallengeMarker>,
     /// Open findings.
     #[serde(skip)]
     pub findings: Vec<Finding>,

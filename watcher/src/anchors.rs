@@ -1,4 +1,5 @@
-//! Anchor scanning: the `OP_RETURN "KRAY" || root32` outputs of an L1 block, as store effects.
+//! Anchor scanning: the `OP_RETURN "KRAY" || root32` anchors and `"KRAY" "C"` challenge markers of an
+//! L1 block, as store effects.
 //!
 //! Pure: no I/O. The payload format and its strict parser are the replayer's
 //! (`kray_replayer::l1payload`, docs/protocol.md §13): an anchor is `OP_RETURN` followed by exactly one
@@ -27,21 +28,30 @@ pub fn tx_anchors(tx: &Transaction) -> Vec<(u32, [u8; 32])> {
         .collect()
 }
 
-/// The [`Effect::Anchor`] rows of `block` (at `height`, hash `hash`), in block order. Height and hash
-/// only label the log line: [`Store::apply_block`](crate::store::Store::apply_block) attaches them to
-/// the rows.
+/// The [`Effect::Anchor`] and [`Effect::Challenge`] rows of `block` (at `height`, hash `hash`), in
+/// block order. Height and hash only label the log line:
+/// [`Store::apply_block`](crate::store::Store::apply_block) attaches them to the rows.
 pub fn anchor_effects(block: &Block, height: u32, hash: BlockHash) -> Vec<Effect> {
     let mut effects = Vec::new();
     for tx in &block.txdata {
-        let anchors = tx_anchors(tx);
-        if anchors.is_empty() {
-            continue;
-        }
-        let txid = tx.compute_txid().to_string();
-        for (vout, root) in anchors {
-            let root = hex(&root);
-            tracing::info!(height, %hash, %txid, vout, %root, "KRAY anchor found");
-            effects.push(Effect::Anchor { outpoint: Outpoint { txid: txid.clone(), vout }, root });
+        let mut txid = None;
+        for (i, out) in tx.output.iter().enumerate() {
+            let Ok(vout) = u32::try_from(i) else { continue };
+            let Some(payload) = parse_kray_payload(&out.script_pubkey) else { continue };
+            let txid = txid.get_or_insert_with(|| tx.compute_txid().to_string()).clone();
+            match payload {
+                KrayPayload::Anchor(root) => {
+                    let root = hex(&root);
+                    tracing::info!(height, %hash, %txid, vout, %root, "KRAY anchor found");
+                    effects.push(Effect::Anchor { outpoint: Outpoint { txid, vout }, root });
+                }
+                KrayPayload::Challenge { batch_id, proof_hash } => {
+                    let proof_hash = hex(&proof_hash);
+                    tracing::warn!(height, %hash, %txid, vout, batch_id, %proof_hash, "KRAY challenge marker found");
+                    effects.push(Effect::Challenge { outpoint: Outpoint { txid, vout }, batch_id, proof_hash });
+                }
+                _ => {}
+            }
         }
     }
     effects
@@ -146,11 +156,12 @@ mod tests {
     }
 
     #[test]
-    fn block_effects_list_every_anchor_output_and_nothing_else() {
+    fn block_effects_list_every_anchor_and_challenge_marker_and_nothing_else() {
         let r1 = [1u8; 32];
         let r2 = [2u8; 32];
         let t1 = tx(vec![op_return(&payload(&[], &[9; 28])), kray_devnet::l1tx::anchor_script(&r1)]);
         let t2 = tx(vec![kray_devnet::l1tx::deposit_tag_script(&r2), kray_devnet::l1tx::challenge_script(1, &r2)]);
+        let t2_again = t2.clone();
         let t3 =
             tx(vec![ScriptBuf::new(), kray_devnet::l1tx::anchor_script(&r2), kray_devnet::l1tx::anchor_script(&r1)]);
         let b = block(vec![t1.clone(), t2, t3.clone()]);
@@ -159,7 +170,12 @@ mod tests {
             outpoint: Outpoint { txid: t.compute_txid().to_string(), vout },
             root: hex(&root),
         };
-        assert_eq!(effects, vec![anchor(&t1, 1, r1), anchor(&t3, 1, r2), anchor(&t3, 2, r1)]);
+        let challenge = Effect::Challenge {
+            outpoint: Outpoint { txid: t2_again.compute_txid().to_string(), vout: 1 },
+            batch_id: 1,
+            proof_hash: hex(&r2),
+        };
+        assert_eq!(effects, vec![anchor(&t1, 1, r1), challenge, anchor(&t3, 1, r2), anchor(&t3, 2, r1)]);
         assert_eq!(hex(&[0x00, 0xff, 0x4b]), "00ff4b");
     }
 }

@@ -258,6 +258,7 @@ async fn rollback_above_removes_derived_rows(target: &Target) {
                 deposit(op(1, 0), 100),
                 deposit(op(1, 1), 200),
                 Effect::Anchor { outpoint: op(2, 0), root: "01".repeat(32) },
+                Effect::Challenge { outpoint: op(2, 1), batch_id: 7, proof_hash: "07".repeat(32) },
             ],
         )
         .await
@@ -271,6 +272,7 @@ async fn rollback_above_removes_derived_rows(target: &Target) {
             &block(4, 0, 0),
             &[
                 Effect::Anchor { outpoint: op(4, 0), root: "04".repeat(32) },
+                Effect::Challenge { outpoint: op(4, 2), batch_id: 9, proof_hash: "09".repeat(32) },
                 deposit(op(4, 1), 400),
                 Effect::Finding(finding("reorgable", 40)),
             ],
@@ -294,6 +296,10 @@ async fn rollback_above_removes_derived_rows(target: &Target) {
 
     let r = store.rollback_above(3).await.expect("rollback");
     assert_eq!((r.headers, r.anchors, r.deposits, r.unspent, r.findings, r.cursors), (2, 1, 1, 1, 1, 2));
+    assert_eq!(r.challenges, 1);
+    let markers = store.challenges().await.expect("challenges");
+    assert_eq!(markers.iter().map(|c| (c.batch_id, c.height)).collect::<Vec<_>>(), vec![(7, 2)]);
+    assert_eq!(markers[0].proof_hash, "07".repeat(32));
 
     let anchors = store.anchors().await.expect("anchors");
     assert_eq!(anchors.iter().map(|a| a.height).collect::<Vec<_>>(), vec![2]);

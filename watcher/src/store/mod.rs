@@ -41,8 +41,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use error::{Result, StoreError};
 pub use types::{
-    confirmations, Anchor, BatchCopy, BridgeSpend, Cursor, Deposit, Effect, Finding, L1Header, Outpoint, PayoutOutput,
-    Rollback, RuneOutput, Severity, SpendPath, CHAIN_STAGE, MIN_HEADERS_KEPT,
+    confirmations, Anchor, BatchCopy, BridgeSpend, ChallengeMarker, Cursor, Deposit, Effect, Finding, L1Header,
+    Outpoint, PayoutOutput, Rollback, RuneOutput, Severity, SpendPath, CHAIN_STAGE, MIN_HEADERS_KEPT,
 };
 
 /// The schema migrations, embedded at build time from `watcher/migrations`.
@@ -195,6 +195,11 @@ impl Store {
     /// All anchors, by height.
     pub async fn anchors(&self) -> Result<Vec<Anchor>> {
         dispatch!(self.anchors())
+    }
+
+    /// Every challenge marker on the best chain, by height.
+    pub async fn challenges(&self) -> Result<Vec<ChallengeMarker>> {
+        dispatch!(self.challenges())
     }
 
     /// All bridge outpoints, by height.

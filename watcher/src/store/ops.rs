@@ -221,6 +221,20 @@ macro_rules! backend_ops {
                         .execute(&mut *conn)
                         .await?;
                     }
+                    Effect::Challenge { outpoint, batch_id, proof_hash } => {
+                        sqlx::query(
+                            "INSERT INTO challenges (txid, vout, height, block_hash, batch_id, proof_hash) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(&outpoint.txid)
+                        .bind(i64::from(outpoint.vout))
+                        .bind(height)
+                        .bind(&block.hash)
+                        .bind(to_i64(*batch_id)?)
+                        .bind(proof_hash)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     Effect::Deposit { outpoint, amount, recipient, from_bridge } => {
                         sqlx::query(
                             "INSERT INTO deposits (txid, vout, height, block_hash, amount, recipient, from_bridge) \
@@ -395,6 +409,11 @@ macro_rules! backend_ops {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                r.challenges = sqlx::query("DELETE FROM challenges WHERE height > $1")
+                    .bind(h)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 r.deposits = sqlx::query("DELETE FROM deposits WHERE height > $1")
                     .bind(h)
                     .execute(&mut *tx)
@@ -453,6 +472,26 @@ macro_rules! backend_ops {
                             height: to_u64(h, "height")?,
                             block_hash,
                             root,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn challenges(pool: &Pool<Db>) -> Result<Vec<ChallengeMarker>> {
+                let rows: Vec<(String, i64, i64, String, i64, String)> = sqlx::query_as(
+                    "SELECT txid, vout, height, block_hash, batch_id, proof_hash FROM challenges \
+                     ORDER BY height, txid, vout",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(txid, v, h, block_hash, b, proof_hash)| {
+                        Ok(ChallengeMarker {
+                            outpoint: Outpoint { txid, vout: vout(v)? },
+                            height: to_u64(h, "height")?,
+                            block_hash,
+                            batch_id: to_u64(b, "batch_id")?,
+                            proof_hash,
                         })
                     })
                     .collect()

@@ -305,6 +305,15 @@ pub enum Effect {
         /// The anchored root (hex).
         root: String,
     },
+    /// A challenge marker output in the block (§13.3).
+    Challenge {
+        /// The `OP_RETURN` output.
+        outpoint: Outpoint,
+        /// The challenged batch.
+        batch_id: u64,
+        /// The proof hash it commits to (hex).
+        proof_hash: String,
+    },
     /// A new bridge outpoint (deposit) in the block.
     Deposit {
         /// The bridge output.
@@ -361,6 +370,21 @@ pub enum Effect {
     PayoutOutput(PayoutOutput),
 }
 
+/// A challenge marker on the best chain (anyone's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChallengeMarker {
+    /// The `OP_RETURN` output.
+    pub outpoint: Outpoint,
+    /// Height of its block.
+    pub height: u64,
+    /// Hash of its block.
+    pub block_hash: String,
+    /// The challenged batch.
+    pub batch_id: u64,
+    /// The proof hash (hex).
+    pub proof_hash: String,
+}
+
 /// Row counts removed or reverted by [`Store::rollback_above`](super::Store::rollback_above).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rollback {
@@ -368,6 +392,8 @@ pub struct Rollback {
     pub headers: u64,
     /// Anchors deleted.
     pub anchors: u64,
+    /// Challenge markers deleted.
+    pub challenges: u64,
     /// Deposits deleted.
     pub deposits: u64,
     /// Deposits whose spend was reverted to unspent.
