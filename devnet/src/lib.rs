@@ -2,6 +2,7 @@
 pub mod api;
 pub mod bitcoind;
 pub mod faults;
+pub mod flood;
 pub mod guardian;
 pub mod l1tx;
 pub mod node_facts;
