@@ -13,6 +13,8 @@ export ELECTRS_EXE="$electrs_dir/electrs"
 echo "test: using $ELECTRS_EXE"
 # promtool checks the alert rules and the dashboards' PromQL (Debian's prometheus package).
 bash scripts/install-promtool.sh >/dev/null
+# Headless Chromium for the web page test (Debian's chromium).
+bash scripts/install-chromium.sh >/dev/null
 # aiosmtpd: the real SMTP server the alert tests talk to.
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet --user aiosmtpd
 

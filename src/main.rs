@@ -8,6 +8,8 @@ mod http;
 mod l1_node;
 mod metrics;
 mod rate_limit;
+mod user_api;
+mod web;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -38,6 +40,10 @@ enum Command {
     Findings(commands::findings::FindingsArgs),
     /// Write a commented example guardian configuration.
     Init(commands::init::InitArgs),
+    /// Ask a running guardian whether a withdrawal is safe (exit 0 SAFE, 10 PENDING, 11 AT RISK, 12 UNKNOWN).
+    Withdrawal(commands::withdrawal::WithdrawalArgs),
+    /// Check an account proof offline (exit 0 proven, 4 not proven, 1 error).
+    VerifyAccount(commands::verify_account::VerifyAccountArgs),
 }
 
 /// The version with the git commit it was built from.
@@ -61,6 +67,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&a).map(|()| 0),
         Command::Devnet(a) => commands::devnet::run(&a),
         Command::Init(a) => commands::init::run(&a),
+        Command::Withdrawal(a) => commands::withdrawal::run(&a),
+        Command::VerifyAccount(a) => commands::verify_account::run(&a),
         Command::Findings(a) => commands::findings::run(&a),
         Command::Run(_) => Ok(0),
     };

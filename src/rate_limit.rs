@@ -20,8 +20,11 @@ pub const MAX_CLIENTS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     per_minute: f64,
-    buckets: Arc<Mutex<HashMap<Option<IpAddr>, (f64, Instant)>>>,
+    buckets: Arc<Mutex<Buckets>>,
 }
+
+/// Tokens left and when they were counted, per client (`None`: the shared overflow bucket).
+type Buckets = HashMap<Option<IpAddr>, (f64, Instant)>;
 
 impl RateLimiter {
     /// A limiter allowing `per_minute` requests per client per minute (0 = unlimited).

@@ -207,6 +207,11 @@ fee_cap_sat_vb = 200
 bump_after_blocks = 3
 # Anchor a batch left unanchored for this many of the profile's anchor_grace_blocks periods. Default: 2.
 grace_steps = 2
+# The other guardians that anchor abandoned batches (x-only public keys, hex): with this guardian's key
+# they form the turn order, so one anchors and the others wait. Default: [] (no peers).
+peers = []
+# Blocks each later guardian in the turn order waits before anchoring. Default: 2.
+turn_step_blocks = 2
 
 # The HTTP API.
 [http]

@@ -6,7 +6,9 @@ pub mod gen_workload;
 pub mod init;
 pub mod replay;
 pub mod run;
+pub mod verify_account;
 pub mod verify_proof;
+pub mod withdrawal;
 
 use anyhow::Context;
 use kray_replayer::l1facts::{FileFacts, L1Facts, L1FactsFile};

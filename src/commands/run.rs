@@ -27,6 +27,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         let limiter = crate::rate_limit::RateLimiter::new(rate_limit);
         let app = crate::http::router(daemon.shared(), daemon.store().clone(), daemon.metrics())
             .merge(daemon.mirror_router())
+            .merge(crate::user_api::router(daemon.shared()))
             .layer(axum::middleware::from_fn_with_state(limiter, crate::rate_limit::limit));
         let server = tokio::spawn(async move {
             if let Err(e) =

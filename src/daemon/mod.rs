@@ -526,6 +526,7 @@ impl Daemon {
             })
             .collect();
         views::update(&mut snap, &self.replay, l1_tip);
+        views::scan_blocked(&mut snap, &self.store).await;
         let batches_for_act = batches.clone();
         snap.batches = batches;
         snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();

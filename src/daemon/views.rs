@@ -7,7 +7,7 @@
 //! [`withdrawal_report`] from the snapshot (anchors, findings, bridge), so they always reflect the
 //! last tick.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kray_replayer::address::{format_l2_address, AccountKey};
@@ -26,6 +26,11 @@ use super::Snapshot;
 /// not yet anchored ones). Each holds a copy of the account tree.
 const MAX_STATES: usize = 4;
 
+/// Most batches after the first faulty one that [`scan_blocked`] reads.
+pub const MAX_BLOCKED_BATCHES: u64 = 32;
+/// Most blocked withdrawals kept.
+pub const MAX_BLOCKED: usize = 10_000;
+
 /// Expected seconds per L1 block, for "≈ time" estimates.
 pub const BLOCK_SECONDS: i64 = 600;
 
@@ -40,11 +45,13 @@ pub struct Params {
     pub confirmations: u64,
     /// Credits per whole KRAY (`10^decimals`).
     pub unit: u64,
+    /// Most txs a batch may hold (for decoding stored batches).
+    pub max_batch_txs: u32,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { network: L1Network::Regtest, challenge_window_blocks: 0, confirmations: 1, unit: 1 }
+        Params { network: L1Network::Regtest, challenge_window_blocks: 0, confirmations: 1, unit: 1, max_batch_txs: 0 }
     }
 }
 
@@ -78,6 +85,11 @@ pub struct Views {
     pub tip: u64,
     /// Recent states by batch id (the newest is the replayer's tip).
     pub states: BTreeMap<u64, Arc<StateView>>,
+    /// Withdrawals of the first faulty batch and the batches after it (never executed by a valid
+    /// chain), found by [`scan_blocked`]; at most [`MAX_BLOCKED`].
+    pub blocked: Arc<Vec<WithdrawalEntry>>,
+    /// The first faulty batch the blocked list was scanned from, and the batch copies scanned.
+    blocked_scan: Option<(u64, BTreeSet<String>)>,
 }
 
 impl Views {
@@ -97,6 +109,7 @@ pub fn update(snap: &mut Snapshot, replay: &ReplayStage, tip: u64) {
         challenge_window_blocks: u64::from(profile.challenge_window_blocks),
         confirmations: u64::from(profile.confirmations),
         unit: 10u64.checked_pow(u32::from(profile.decimals)).unwrap_or(1),
+        max_batch_txs: profile.max_batch_txs,
     };
     views.tip = tip;
     let t = replayer.tip();
@@ -251,13 +264,23 @@ pub fn withdrawal_report(snap: &Snapshot, w: &WithdrawalEntry, now: i64) -> With
             ev.push(step("replayed", StepStatus::Bad, why.clone()));
             risks.push(why);
         }
-        (None, None) => {
-            ev.push(step("replayed", StepStatus::Waiting, format!("batch {} not replayed yet", w.batch_id)));
-            waits.push("replay".into());
-        }
+        (None, None) => match copies.iter().find_map(|c| match &c.outcome {
+            Outcome::NotReplayed { reason } => Some(reason.clone()),
+            _ => None,
+        }) {
+            Some(reason) => {
+                let why = format!("batch {} was not executed by a valid chain: {reason}", w.batch_id);
+                ev.push(step("replayed", StepStatus::Bad, why.clone()));
+                risks.push(why);
+            }
+            None => {
+                ev.push(step("replayed", StepStatus::Waiting, format!("batch {} not replayed yet", w.batch_id)));
+                waits.push("replay".into());
+            }
+        },
     }
     // Anchored?
-    let hash = valid.map(|c| c.batch_hash.clone()).unwrap_or_default();
+    let hash = valid.or(faulty_copy).or(copies.first()).map(|c| c.batch_hash.clone()).unwrap_or_default();
     let anchor = anchor_of(snap, &hash);
     match &anchor {
         Some((_, txid, vout, height, confirmations, confirmed)) => {
@@ -409,17 +432,98 @@ fn fault_class(o: &Outcome) -> String {
 /// The withdrawals matching a query: a tx id (hex), an L2 address (the sender) or an L1 destination.
 /// At most `limit`, newest first.
 pub fn find_withdrawals<'a>(views: &'a Views, query: &str, limit: usize) -> Vec<&'a WithdrawalEntry> {
-    let Some(state) = views.latest() else { return Vec::new() };
     let q = query.trim();
     let by_id = kray_replayer::hash::hex32(&q.to_ascii_lowercase());
     let key = kray_replayer::address::parse_l2_address(q, views.params.network).ok();
-    state
-        .withdrawals
+    let valid = views.latest().map(|s| s.withdrawals.as_slice()).unwrap_or(&[]);
+    views
+        .blocked
         .iter()
         .rev()
+        .chain(valid.iter().rev())
         .filter(|w| by_id == Some(w.tx_id) || key == Some(w.from) || w.l1_address == q)
         .take(limit)
         .collect()
+}
+
+/// Finds the withdrawals of the first faulty batch and of the (at most [`MAX_BLOCKED_BATCHES`])
+/// batches after it in the store: the replayer never executes them, yet their users must learn they
+/// are AT RISK. Each stored copy is decoded once; the daemon calls this after [`update`].
+pub async fn scan_blocked(snap: &mut Snapshot, store: &kray_watcher::store::Store) {
+    let first_fault = snap
+        .batches
+        .iter()
+        .find(|(_, cs)| cs.iter().any(|c| matches!(c.outcome, Outcome::Fault { .. })))
+        .map(|(id, _)| *id);
+    let Some(first) = first_fault else {
+        if snap.views.blocked_scan.is_some() {
+            snap.views.blocked = Arc::default();
+            snap.views.blocked_scan = None;
+        }
+        return;
+    };
+    let views = &mut snap.views;
+    if views.blocked_scan.as_ref().is_none_or(|(f, _)| *f != first) {
+        views.blocked = Arc::default();
+        views.blocked_scan = Some((first, BTreeSet::new()));
+    }
+    let top = match store.max_batch_id().await {
+        Ok(Some(m)) => m.min(first.saturating_add(MAX_BLOCKED_BATCHES - 1)),
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the store for blocked withdrawals");
+            return;
+        }
+    };
+    let network = views.params.network;
+    let max_txs = views.params.max_batch_txs;
+    let mut found = Vec::new();
+    let mut scanned = Vec::new();
+    for id in first..=top {
+        let copies = match store.batch_copies(id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(batch_id = id, error = %e, "reading a batch for blocked withdrawals");
+                return;
+            }
+        };
+        for copy in copies {
+            if views.blocked_scan.as_ref().is_some_and(|(_, seen)| seen.contains(&copy.content_hash)) {
+                continue;
+            }
+            scanned.push(copy.content_hash.clone());
+            let Ok(batch) = kray_replayer::batch::Batch::from_raw(&copy.raw, max_txs) else { continue };
+            for bytes in &batch.txs {
+                let Ok(tx) = kray_replayer::tx::Tx::decode(bytes) else { continue };
+                if tx.tx_type != "withdrawal" {
+                    continue;
+                }
+                let Ok(from) = kray_replayer::address::parse_l2_address(&tx.from, network) else { continue };
+                found.push(WithdrawalEntry {
+                    tx_id: kray_replayer::tx::tx_id(bytes),
+                    batch_id: id,
+                    from,
+                    l1_address: tx.to.clone(),
+                    amount: tx.amount,
+                });
+            }
+        }
+    }
+    if let Some((_, seen)) = views.blocked_scan.as_mut() {
+        seen.extend(scanned);
+    }
+    if !found.is_empty() {
+        let mut all: Vec<WithdrawalEntry> = views.blocked.as_ref().clone();
+        for w in found {
+            if all.len() >= MAX_BLOCKED {
+                break;
+            }
+            if !all.iter().any(|x| x.tx_id == w.tx_id && x.batch_id == w.batch_id) {
+                all.push(w);
+            }
+        }
+        views.blocked = Arc::new(all);
+    }
 }
 
 /// The format tag of an account proof file.
@@ -599,9 +703,16 @@ pub(crate) mod tests {
         };
         let mut snap = Snapshot { synced: true, ..Snapshot::default() };
         snap.views = Views {
-            params: Params { network: L1Network::Regtest, challenge_window_blocks: 20, confirmations: 3, unit: 1000 },
+            params: Params {
+                network: L1Network::Regtest,
+                challenge_window_blocks: 20,
+                confirmations: 3,
+                unit: 1000,
+                max_batch_txs: 100,
+            },
             tip,
             states: [(1, Arc::new(view))].into(),
+            ..Views::default()
         };
         snap.batches.insert(
             1,
@@ -610,6 +721,8 @@ pub(crate) mod tests {
                 batch_hash: hash.clone(),
                 l1_height: 99,
                 tx_count: 1,
+                header: serde_json::Value::Null,
+                signature: String::new(),
                 outcome: Outcome::Valid { state_root: String::new(), tx_count: 1 },
             }],
         );
@@ -639,6 +752,8 @@ pub(crate) mod tests {
                 batch_hash: "bb".repeat(32),
                 l1_height: 110,
                 tx_count: 1,
+                header: serde_json::Value::Null,
+                signature: String::new(),
                 outcome: Outcome::Fault {
                     class: "wrong-gas".into(),
                     reason: "x".into(),
@@ -725,6 +840,39 @@ pub(crate) mod tests {
         let r = withdrawal_report(&snap, &w, 0);
         assert_eq!(r.verdict, Verdict::Pending);
         assert!(r.reason.contains("anchor"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_withdrawal_of_a_faulty_batch_or_one_after_it_is_at_risk_and_found() {
+        let (mut snap, _) = snapshot(105);
+        fault(&mut snap, 2);
+        snap.batches.insert(
+            3,
+            vec![Replayed {
+                batch_id: 3,
+                batch_hash: "cc".repeat(32),
+                l1_height: 111,
+                tx_count: 1,
+                header: serde_json::Value::Null,
+                signature: String::new(),
+                outcome: Outcome::NotReplayed { reason: "after the fault of batch 2".into() },
+            }],
+        );
+        for batch_id in [2, 3] {
+            let w = WithdrawalEntry {
+                tx_id: [batch_id as u8; 32],
+                batch_id,
+                from: user_key(6),
+                l1_address: "bcrt1qelsewhere".into(),
+                amount: 5,
+            };
+            snap.views.blocked = Arc::new(vec![w.clone()]);
+            assert_eq!(find_withdrawals(&snap.views, &hex::encode([batch_id as u8; 32]), 5).len(), 1);
+            let r = withdrawal_report(&snap, &w, 0);
+            assert_eq!(r.verdict, Verdict::AtRisk, "{r:#?}");
+            assert!(r.reason.contains("batch 2 is faulty"), "{}", r.reason);
+            assert_eq!(r.evidence[1].status, StepStatus::Bad, "{r:#?}");
+        }
     }
 
     #[test]
