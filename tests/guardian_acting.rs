@@ -93,6 +93,19 @@ async fn status(client: &reqwest::Client, g: &Guardian) -> Option<Value> {
     client.get(format!("{}/v1/status", g.url)).send().await.ok()?.json().await.ok()
 }
 
+/// Waits until the guardian has acted at L1 height `h` (its status is published after acting).
+async fn wait_height(client: &reqwest::Client, g: &Guardian, h: u32) {
+    for _ in 0..200 {
+        if let Some(s) = status(client, g).await {
+            if s["l1_blocks"]["height"].as_u64().unwrap_or(0) >= u64::from(h) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("guardian never reached L1 height {h}:\n{}", g.log_tail());
+}
+
 async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
     let net = d.profile().network;
     for k in 0..n {
@@ -235,9 +248,12 @@ async fn two_full_guardians_anchor_each_abandoned_batch_exactly_once() {
         roots
     };
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // One block at a time, each seen by both guardians before the next (as with 10-minute blocks): the
+    // turn order decides who anchors, not who happens to poll first.
     for _ in 0..60 {
         d.mine(1).await.expect("mine");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_height(&client, &g1, d.height()).await;
+        wait_height(&client, &g2, d.height()).await;
         counts.clear();
         for (_, p) in payloads(&d, start_height).await {
             if let KrayPayload::Anchor(root) = p {
@@ -251,7 +267,8 @@ async fn two_full_guardians_anchor_each_abandoned_batch_exactly_once() {
     // A few more blocks: nobody anchors anything a second time.
     for _ in 0..6 {
         d.mine(1).await.expect("mine");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_height(&client, &g1, d.height()).await;
+        wait_height(&client, &g2, d.height()).await;
     }
     counts.clear();
     for (_, p) in payloads(&d, start_height).await {
