@@ -356,6 +356,14 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     std::fs::write(&path, proof).expect("write proof");
     let o = Command::new(env!("CARGO_BIN_EXE_kray-guardian")).arg("verify-proof").arg(&path).output().expect("verify");
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    // The guardian also keeps its own copy in its data dir.
+    let stored: Vec<_> = std::fs::read_dir(dir.path().join("guardian-data").join("proofs"))
+        .expect("proofs dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("proof-batch-000003-wrong-gas"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(std::fs::read_to_string(&stored[0]).expect("read"), std::fs::read_to_string(&path).expect("read"));
 }
 
 async fn post_fault(admin: &str, fault: &str) {

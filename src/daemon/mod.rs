@@ -325,6 +325,30 @@ impl Daemon {
         }
     }
 
+    /// Writes each new fraud proof to `<data_dir>/proofs/` (temp file, then rename): the operator's
+    /// copy, kept whatever happens to the sequencer or the store.
+    fn store_proofs(&self, judged: &[replay_stage::Replayed]) {
+        for r in judged {
+            let replay_stage::Outcome::Fault { class, proof, .. } = &r.outcome else { continue };
+            let dir = self.cfg.data_dir.join("proofs");
+            let path = dir.join(format!(
+                "proof-batch-{:06}-{class}-{}.json",
+                r.batch_id,
+                &r.batch_hash[..16.min(r.batch_hash.len())]
+            ));
+            let tmp = path.with_extension("json.tmp");
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&tmp, proof))
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            match written {
+                Ok(()) => tracing::warn!(batch_id = r.batch_id, %class, path = %path.display(), "fraud proof stored"),
+                Err(e) => {
+                    tracing::error!(batch_id = r.batch_id, error = %e, path = %path.display(), "storing the fraud proof")
+                }
+            }
+        }
+    }
+
     /// Compares the followed chain with the headers seen last tick: blocks no longer on it were
     /// reorged out (the depth is recorded).
     fn measure_reorg(&mut self) {
@@ -466,6 +490,7 @@ impl Daemon {
                     self.metrics.observe_replay(adv.txs, started.elapsed().as_secs_f64());
                 }
                 observe::judged(&self.metrics, &adv.judged);
+                self.store_proofs(&adv.judged);
                 snap.replayed = stage(self.replay.judged_height(), now, adv.waiting);
             }
             Err(e) => {
