@@ -114,6 +114,11 @@ pub struct GuardianConfig {
     /// The L1 height to follow from; unset means where the store left off (or the tip).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_height: Option<u32>,
+    /// A JSON file of the rune outputs (any owner) unspent just below `start_height`, to start the
+    /// rune index above the etching height: `[{"outpoint": "txid:vout", "script_pubkey": "hex",
+    /// "value_sats": N, "amount": "units"}]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rune_checkpoint: Option<PathBuf>,
     /// Reorgs deeper than this many blocks are alerted as beyond finality.
     pub finality_depth: u32,
     /// Overrides the profile's deposit confirmations.
@@ -148,6 +153,7 @@ impl Default for GuardianConfig {
             genesis: None,
             rune_id: None,
             start_height: None,
+            rune_checkpoint: None,
             finality_depth: 6,
             confirmations: None,
             bitcoind: BitcoindConfig::default(),
@@ -503,6 +509,7 @@ pub const ENV_KEYS: &[EnvKey] = &[
     EnvKey { key: "genesis", kind: EnvKind::Path },
     EnvKey { key: "rune_id", kind: EnvKind::Text },
     EnvKey { key: "start_height", kind: EnvKind::U32 },
+    EnvKey { key: "rune_checkpoint", kind: EnvKind::Path },
     EnvKey { key: "finality_depth", kind: EnvKind::U32 },
     EnvKey { key: "confirmations", kind: EnvKind::U32 },
     EnvKey { key: "bitcoind.url", kind: EnvKind::Text },
@@ -687,6 +694,9 @@ fn resolve_relative(cfg: &mut GuardianConfig, base: &Path) {
     if let Some(p) = cfg.bitcoind.cookie_file.as_mut() {
         fix(p);
     }
+    if let Some(p) = cfg.rune_checkpoint.as_mut() {
+        fix(p);
+    }
     if let Some(p) = cfg.anchoring.key_file.as_mut() {
         fix(p);
     }
@@ -850,6 +860,14 @@ impl GuardianConfig {
                 }
             }
             Err(e) => p.push(format!("profile ({}): {e}", self.profile)),
+        }
+        if let Some(c) = &self.rune_checkpoint {
+            if !c.is_file() {
+                p.push(format!("rune_checkpoint ({}) is not an existing file", c.display()));
+            }
+            if self.start_height.is_none() {
+                p.push("rune_checkpoint needs start_height (the height the checkpoint is taken just below)".into());
+            }
         }
         if let Some(g) = &self.genesis {
             if !g.is_file() {

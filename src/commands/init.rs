@@ -130,6 +130,11 @@ profile = "@PROFILE@"
 # L1 height to start following from. Default: where the store left off, else the chain tip.
 # start_height = 840000
 
+# The rune outputs unspent just below start_height, when start_height is above the rune's etching
+# (JSON: [{"outpoint": "txid:vout", "script_pubkey": "hex", "value_sats": 546, "amount": "1000"}]).
+# Default: unset (index the rune from start_height, which should then be at or below its etching).
+# rune_checkpoint = "rune-checkpoint.json"
+
 # Reorgs deeper than this many blocks are alerted as beyond finality (1..=1007). Default: 6.
 finality_depth = 6
 

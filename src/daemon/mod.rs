@@ -13,6 +13,7 @@
 
 pub mod act;
 pub mod bridge_stage;
+pub mod checkpoint;
 pub mod judge_stage;
 pub mod notify;
 pub mod observe;
@@ -128,7 +129,13 @@ impl Daemon {
         let mut follow = FollowerConfig::new(start);
         follow.finality_depth = cfg.finality_depth;
         let bridge = match (&profile.bridge, profile.rune_id.is_empty()) {
-            (Some(_), false) => Some(kray_watcher::bridge::BridgeConfig::from_profile(&profile)?),
+            (Some(_), false) => {
+                let config = kray_watcher::bridge::BridgeConfig::from_profile(&profile)?;
+                Some(match &cfg.rune_checkpoint {
+                    Some(path) => config.with_checkpoint(checkpoint::load(path)?),
+                    None => config,
+                })
+            }
             _ => {
                 tracing::warn!("the profile names no bridge or no rune id: deposits and payouts are not watched");
                 None
