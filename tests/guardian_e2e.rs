@@ -322,8 +322,16 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
     assert!(fault_mail[0]["body"].as_str().unwrap_or("").contains("/v1/proofs/3"), "{}", fault_mail[0]);
     let _ = smtp.kill();
     // A watch-mode guardian cannot challenge: as the deadline nears, that is itself a (P0) alert.
-    let due =
-        f.iter().find(|x| x["kind"] == "wrong-gas").and_then(|x| x["deadline_height"].as_u64()).expect("deadline");
+    let mut due = None;
+    for _ in 0..40 {
+        let now = findings(&client, &g).await;
+        due = now.iter().find(|x| x["kind"] == "wrong-gas").and_then(|x| x["deadline_height"].as_u64());
+        if due.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let due = due.unwrap_or_else(|| panic!("the wrong-gas finding never got its deadline:\n{}", g.log_tail()));
     while u64::from(d.height()) + 3 < due {
         d.mine(1).await.expect("mine");
     }

@@ -113,6 +113,11 @@ pub async fn judge(
         if store.insert_finding(f).await.context("storing a finding")? {
             tracing::warn!(kind = %f.kind, batch_id = ?f.batch_id, outpoint = ?f.outpoint, "new finding");
             judged.new.push(f.clone());
+        } else if let Some(d) = f.deadline_height {
+            // Found before its batch's anchor was seen: the deadline is known now (or moved with a reorg).
+            if store.set_finding_deadline(&f.id, d).await.context("updating a deadline")? {
+                tracing::info!(kind = %f.kind, batch_id = ?f.batch_id, deadline = d, "finding deadline set");
+            }
         }
     }
     let holding_ids: BTreeSet<&str> = holding.iter().map(|f| f.id.as_str()).collect();

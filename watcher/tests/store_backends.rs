@@ -419,6 +419,11 @@ async fn findings_dedup_by_key(target: &Target) {
     assert_eq!(open.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), vec![g.id.as_str()]);
     assert_eq!(store.findings(false).await.expect("all").len(), 2);
 
+    // A deadline learnt later is recorded (and moved), not left empty.
+    assert!(store.set_finding_deadline(&g.id, 120).await.expect("deadline"));
+    assert!(!store.set_finding_deadline(&g.id, 120).await.expect("same deadline"));
+    assert_eq!(store.finding(&g.id).await.expect("g").and_then(|f| f.deadline_height), Some(120));
+
     // Notification bookkeeping: open and not yet notified, then marked once.
     let pending = store.unnotified_findings().await.expect("unnotified");
     assert_eq!(pending.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), vec![g.id.as_str()]);

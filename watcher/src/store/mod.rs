@@ -291,6 +291,13 @@ impl Store {
         dispatch!(self.resolve_finding(id, at))
     }
 
+    /// Sets the deadline of finding `id` (it becomes known once the batch's anchor is seen, and moves if
+    /// the anchor is reorged); returns whether it changed.
+    pub async fn set_finding_deadline(&self, id: &str, deadline_height: u64) -> Result<bool> {
+        let d = error::to_i64(deadline_height)?;
+        dispatch!(self.set_finding_deadline(id, d))
+    }
+
     /// Records that the operator was notified of finding `id` at `at` (unix seconds); returns whether
     /// it was not marked before.
     pub async fn mark_notified(&self, id: &str, at: i64) -> Result<bool> {

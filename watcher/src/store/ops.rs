@@ -666,6 +666,18 @@ macro_rules! backend_ops {
                 Ok(done.rows_affected() == 1)
             }
 
+            pub(crate) async fn set_finding_deadline(pool: &Pool<Db>, id: &str, deadline: i64) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE findings SET deadline_height = $1 \
+                     WHERE id = $2 AND (deadline_height IS NULL OR deadline_height <> $1)",
+                )
+                .bind(deadline)
+                .bind(id)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             pub(crate) async fn mark_notified(pool: &Pool<Db>, id: &str, at: i64) -> Result<bool> {
                 let done = sqlx::query("UPDATE findings SET notified_at = $1 WHERE id = $2 AND notified_at IS NULL")
                     .bind(at)
