@@ -7,59 +7,22 @@
 //! Needs the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bitcoin::secp256k1::{Keypair, Secp256k1, SecretKey};
-use bitcoin::{Address, Amount, Network};
+use bitcoin::Amount;
 use kray_devnet::bitcoind::free_port;
 use kray_devnet::guardian::guardian_toml;
 use kray_devnet::l1tx::{kray_payloads, KrayPayload};
 use kray_devnet::runner::{Devnet, DevnetConfig};
-use kray_devnet::traffic::{self, user_tx};
 use serde_json::Value;
 
+mod support;
+
+use support::{key_file, transfers, Guardian};
+
 fn skip() -> bool {
-    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
-        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the guardian acting test");
-        return true;
-    }
-    false
-}
-
-/// A guardian process, killed on drop.
-struct Guardian {
-    child: Child,
-    url: String,
-    log: std::path::PathBuf,
-}
-
-impl Guardian {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A guardian key file (0600) for secret `n`, its x-only key (hex) and its BIP-86 address.
-fn key_file(dir: &Path, n: u8) -> (std::path::PathBuf, String, Address) {
-    let sk = SecretKey::from_slice(&[n; 32]).expect("key");
-    let secp = Secp256k1::new();
-    let kp = Keypair::from_secret_key(&secp, &sk);
-    let (xonly, _) = kp.x_only_public_key();
-    let path = dir.join(format!("guardian-{n}.key"));
-    std::fs::write(&path, hex::encode(sk.secret_bytes())).expect("write key");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (path, hex::encode(xonly.serialize()), Address::p2tr(&secp, xonly, None, Network::Regtest))
+    support::skip("the guardian acting test")
 }
 
 fn start(dir: &Path, d: &Devnet, name: &str, mode: &str, key: &Path, peers: &[String]) -> Guardian {
@@ -75,18 +38,7 @@ fn start(dir: &Path, d: &Devnet, name: &str, mode: &str, key: &Path, peers: &[St
     ));
     let config = home.join("guardian.toml");
     std::fs::write(&config, text).expect("config");
-    let log = home.join("guardian.log");
-    let out = std::fs::File::create(&log).expect("log");
-    let err = out.try_clone().expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .spawn()
-        .expect("guardian starts");
-    Guardian { child, url: format!("http://127.0.0.1:{port}"), log }
+    Guardian::spawn(&config, port, &home.join("guardian.log"), &[])
 }
 
 async fn status(client: &reqwest::Client, g: &Guardian) -> Option<Value> {
@@ -104,17 +56,6 @@ async fn wait_height(client: &reqwest::Client, g: &Guardian, h: u32) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("guardian never reached L1 height {h}:\n{}", g.log_tail());
-}
-
-async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
-    let net = d.profile().network;
-    for k in 0..n {
-        let from = k % 3;
-        let to = &d.info.user_addresses[(from + 1) % 3];
-        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
-        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
-        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
-    }
 }
 
 /// Every KRAY payload on the best chain from `from` to the tip, with its height.
@@ -277,11 +218,7 @@ async fn two_full_guardians_anchor_each_abandoned_batch_exactly_once() {
         }
     }
     // The sequencer stopped anchoring from batch 3: the guardians anchored those.
-    let logs = format!(
-        "{}{}",
-        std::fs::read_to_string(&g1.log).unwrap_or_default(),
-        std::fs::read_to_string(&g2.log).unwrap_or_default()
-    );
+    let logs = format!("{}{}", g1.log(), g2.log());
     assert!(logs.contains("anchoring an abandoned batch"), "no guardian anchored anything:\n{logs}");
     for (i, root) in published.iter().enumerate() {
         assert_eq!(

@@ -16,68 +16,15 @@ use kray_devnet::runner::{Devnet, DevnetConfig};
 use kray_devnet::traffic::{self, user_tx};
 use serde_json::Value;
 
+mod support;
+
+use support::{get_json, transfers, Guardian};
+
+/// The SMTP credentials every guardian of these tests reads (see `smtp_server`).
+const SMTP_ENV: [(&str, &str); 2] = [("KRAY_E2E_SMTP_USER", "guardian"), ("KRAY_E2E_SMTP_PASS", "s3cret-pass")];
+
 fn skip() -> bool {
-    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
-        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the guardian end-to-end test");
-        return true;
-    }
-    false
-}
-
-/// A guardian process, killed on drop.
-struct Guardian {
-    child: Child,
-    url: String,
-    config: PathBuf,
-    log: PathBuf,
-}
-
-impl Guardian {
-    fn start(config: &Path, port: u16, log: &Path) -> Guardian {
-        Guardian::start_env(config, port, log, &[])
-    }
-
-    fn start_env(config: &Path, port: u16, log: &Path, envs: &[(&str, &str)]) -> Guardian {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log clone");
-        let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("KRAY_E2E_SMTP_USER", "guardian")
-            .env("KRAY_E2E_SMTP_PASS", "s3cret-pass")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("guardian starts");
-        Guardian {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            config: config.to_path_buf(),
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-async fn get_json(client: &reqwest::Client, url: &str) -> Option<Value> {
-    client.get(url).send().await.ok()?.json().await.ok()
+    support::skip("the guardian end-to-end test")
 }
 
 /// Waits until the guardian has replayed `batch_id` with its L1 index at `l1_height` or above.
@@ -105,17 +52,6 @@ fn kinds(f: &[Value]) -> Vec<(String, Option<u64>)> {
         f.iter().map(|f| (f["kind"].as_str().unwrap_or("").to_string(), f["batch_id"].as_u64())).collect();
     k.sort();
     k
-}
-
-async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
-    let net = d.profile().network;
-    for k in 0..n {
-        let from = k % 3;
-        let to = &d.info.user_addresses[(from + 1) % 3];
-        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
-        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
-        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
-    }
 }
 
 /// A real local SMTP server (aiosmtpd, the alerts crate's test server) writing each message it receives
@@ -170,7 +106,7 @@ fn start_guardian_with(dir: &Path, d: &Devnet, mode: &str, extra: &str) -> Guard
     let mut text = guardian_toml(&d.info, mode, &dir.join("guardian-data"), &format!("127.0.0.1:{port}"));
     text.push_str(extra);
     std::fs::write(&config, text).expect("config");
-    Guardian::start(&config, port, &dir.join("guardian.log"))
+    Guardian::spawn(&config, port, &dir.join("guardian.log"), &SMTP_ENV)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,9 +201,8 @@ async fn guardian_reports_faults_serves_proofs_and_survives_kill_9() {
             // Kill -9 mid-run; the restarted guardian resumes from its store.
             tokio::time::sleep(Duration::from_millis(700)).await;
             g.kill9();
-            let config = g.config.clone();
-            let port: u16 = g.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-            g = Guardian::start(&config, port, &dir.path().join("guardian2.log"));
+            let (config, port) = (g.config.clone(), g.port);
+            g = Guardian::spawn(&config, port, &dir.path().join("guardian2.log"), &SMTP_ENV);
         }
     }
     d.mine(6).await.expect("mine");
@@ -484,7 +419,7 @@ async fn a_reorg_deeper_than_finality_stops_acting_until_an_operator_resolves_it
     let config = dir.path().join("guardian.toml");
     std::fs::write(&config, guardian_toml(&d.info, "watch", &dir.path().join("data"), &format!("127.0.0.1:{port}")))
         .expect("config");
-    let g = Guardian::start_env(&config, port, &dir.path().join("g.log"), &[("KRAY_GUARDIAN_FINALITY_DEPTH", "2")]);
+    let g = Guardian::spawn(&config, port, &dir.path().join("g.log"), &[("KRAY_GUARDIAN_FINALITY_DEPTH", "2")]);
     let last = d.tick().await.expect("tick");
     d.mine(2).await.expect("mine");
     wait_synced(&client, &g, last, u64::from(d.height())).await;
@@ -540,7 +475,7 @@ async fn the_public_api_is_rate_limited_per_client() {
     let config = dir.path().join("guardian.toml");
     std::fs::write(&config, guardian_toml(&d.info, "watch", &dir.path().join("data"), &format!("127.0.0.1:{port}")))
         .expect("config");
-    let g = Guardian::start_env(
+    let g = Guardian::spawn(
         &config,
         port,
         &dir.path().join("g.log"),

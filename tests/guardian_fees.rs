@@ -11,19 +11,15 @@
 //! Needs the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bitcoin::secp256k1::{Keypair, Secp256k1, SecretKey};
-use bitcoin::{Address, Amount, FeeRate, Network, OutPoint, Txid};
+use bitcoin::{Amount, FeeRate, OutPoint, Txid};
 use kray_challenger::journal::{Purpose, TxRecord, TxStatus};
 use kray_devnet::bitcoind::free_port;
 use kray_devnet::guardian::guardian_toml;
 use kray_devnet::l1tx::{kray_payloads, KrayPayload};
 use kray_devnet::runner::{Devnet, DevnetConfig};
-use kray_devnet::traffic::{self, user_tx};
 use serde_json::{json, Value};
 
 /// Blocks of 16,000 WU: 8,000 WU reserved by Core, about 2,000 vB of transactions (18 flood txs).
@@ -33,46 +29,19 @@ const FLOOD_SAT_VB: u32 = 20;
 /// The batch the sequencer stops anchoring at.
 const ABANDONED: u64 = 2;
 
+mod support;
+
+use support::{transfers, Guardian};
+
 fn skip() -> bool {
-    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
-        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the guardian fee test");
-        return true;
-    }
-    false
-}
-
-/// A guardian process, killed on drop.
-struct Guardian {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Guardian {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-
-    /// `kill -9`: SIGKILL, then reap.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    support::skip("the guardian fee test")
 }
 
 /// A guardian's files: its config and data dir.
 struct Home {
     config: PathBuf,
     data: PathBuf,
-    url: String,
+    port: u16,
     dir: PathBuf,
 }
 
@@ -83,30 +52,8 @@ impl Home {
 
     /// Starts `kray-guardian run --config` with its output in `<home>/<log>`.
     fn spawn(&self, log: &str) -> Guardian {
-        let log = self.dir.join(log);
-        let out = std::fs::File::create(&log).expect("log");
-        let err = out.try_clone().expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("guardian starts");
-        Guardian { child, url: self.url.clone(), log }
+        Guardian::spawn(&self.config, self.port, &self.dir.join(log), &[])
     }
-}
-
-/// A guardian key file (0600) for secret `n`, and its BIP-86 address.
-fn key_file(dir: &Path, n: u8) -> (PathBuf, Address) {
-    let sk = SecretKey::from_slice(&[n; 32]).expect("key");
-    let secp = Secp256k1::new();
-    let (xonly, _) = Keypair::from_secret_key(&secp, &sk).x_only_public_key();
-    let path = dir.join(format!("guardian-{n}.key"));
-    std::fs::write(&path, hex::encode(sk.secret_bytes())).expect("write key");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    (path, Address::p2tr(&secp, xonly, None, Network::Regtest))
 }
 
 /// A mode-`full` guardian config alone in the turn order: floor 1 sat/vB, cap 200, bump after 1 block.
@@ -123,18 +70,7 @@ fn home(dir: &Path, d: &Devnet, key: &Path) -> Home {
     ));
     let config = home.join("guardian.toml");
     std::fs::write(&config, text).expect("config");
-    Home { config, data, url: format!("http://127.0.0.1:{port}"), dir: home }
-}
-
-async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
-    let net = d.profile().network;
-    for k in 0..n {
-        let from = k % 3;
-        let to = &d.info.user_addresses[(from + 1) % 3];
-        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
-        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
-        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
-    }
+    Home { config, data, port, dir: home }
 }
 
 /// Every anchor on the best chain from `from` to the tip: (height, txid, root).
@@ -274,7 +210,7 @@ async fn setup(dir: &Path, seed: u64, client: &reqwest::Client) -> (Devnet, Path
         ..DevnetConfig::default()
     };
     let mut d = Devnet::start(cfg).await.expect("devnet");
-    let (key, addr) = key_file(dir, 5);
+    let (key, _, addr) = support::key_file(dir, 5);
     d.fund_script(addr.script_pubkey(), Amount::from_sat(1_000_000)).await.expect("fund");
     let start = d.height();
     assert_eq!(d.tick().await.expect("tick"), 1);
@@ -371,7 +307,7 @@ async fn anchor_is_bumped_through_a_fee_spike_and_confirms_once() {
     let ours: Vec<(u32, Txid, [u8; 32])> = anchors(&d, start).await.into_iter().filter(|a| a.2 == hash).collect();
     assert_eq!(ours.len(), 1, "anchors of batch {ABANDONED}: {ours:?}\n{}", g.log_tail());
     assert_eq!(ours[0].1, settled.txid);
-    let log = std::fs::read_to_string(&g.log).unwrap_or_default();
+    let log = g.log();
     assert!(log.contains("RBF bump"), "no bump in the guardian log:\n{}", g.log_tail());
 }
 
@@ -407,7 +343,7 @@ async fn kill_9_mid_send_and_restart_sends_nothing_twice() {
         }
     }
     let before = killed_with.unwrap_or_else(|| panic!("never caught the anchor mid-send:\n{}", g.log_tail()));
-    let first_log = g.log.clone();
+    let first_log = g.log();
     drop(g);
     // A block while it is down, then restart over the same data dir and config.
     keep_flooded(&mut d).await;
@@ -440,7 +376,7 @@ async fn kill_9_mid_send_and_restart_sends_nothing_twice() {
         ours.len(),
         1,
         "anchors of batch {ABANDONED}: {ours:?}\nbefore the kill:\n{}\nafter:\n{}",
-        std::fs::read_to_string(&first_log).unwrap_or_default(),
+        first_log,
         g.log_tail()
     );
     assert_eq!(ours[0].1, settled.txid);

@@ -8,25 +8,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kray_devnet::bitcoind::free_port;
 use kray_devnet::guardian::guardian_toml;
 use kray_devnet::runner::{Devnet, DevnetConfig};
-use kray_devnet::traffic::{self, user_tx};
 
 /// The repository root.
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+mod support;
+
+use support::{transfers, Guardian};
+
 fn skip() -> bool {
-    if std::env::var("KRAY_SKIP_BITCOIND").as_deref() == Ok("1") {
-        eprintln!("KRAY_SKIP_BITCOIND=1: skipping the /metrics scrape test");
-        return true;
-    }
-    false
+    support::skip("the /metrics scrape test")
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -313,57 +312,13 @@ fn dashboard_name_extraction_finds_the_guardian_metrics() {
 // A guardian process against a devnet.
 
 /// A guardian process, killed on drop.
-struct Guardian {
-    child: Child,
-    url: String,
-    log: PathBuf,
-}
-
-impl Guardian {
-    fn start(dir: &Path, d: &Devnet) -> Guardian {
-        let port = free_port().expect("port");
-        let config = dir.join("guardian.toml");
-        let text = guardian_toml(&d.info, "watch", &dir.join("guardian-data"), &format!("127.0.0.1:{port}"));
-        std::fs::write(&config, text).expect("config");
-        let log = dir.join("guardian.log");
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log clone");
-        let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("guardian starts");
-        Guardian { child, url: format!("http://127.0.0.1:{port}"), log }
-    }
-
-    /// Sends SIGTERM (what `systemctl stop` and `docker stop` send) and waits for the exit, bounded.
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid}");
-        for _ in 0..240 {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!("the guardian did not exit after SIGTERM; log:\n{}", self.log_tail());
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `watch` guardian on `d`, with its config and log in `dir`.
+fn start_guardian(dir: &Path, d: &Devnet) -> Guardian {
+    let port = free_port().expect("port");
+    let config = dir.join("guardian.toml");
+    let text = guardian_toml(&d.info, "watch", &dir.join("guardian-data"), &format!("127.0.0.1:{port}"));
+    std::fs::write(&config, text).expect("config");
+    Guardian::spawn(&config, port, &dir.join("guardian.log"), &[])
 }
 
 /// `GET /metrics`: the body, after checking the OpenMetrics content type and the `# EOF` terminator.
@@ -412,16 +367,6 @@ fn found(s: &str, class: &str) -> f64 {
 }
 
 /// Transfers between the devnet users, so the next batch has transactions (and can carry a batch fault).
-async fn transfers(d: &Devnet, client: &reqwest::Client, n: usize) {
-    let net = d.profile().network;
-    for k in 0..n {
-        let from = k % 3;
-        let to = &d.info.user_addresses[(from + 1) % 3];
-        let acct = traffic::account(client, &d.info.api_url, &d.info.user_addresses[from]).await.expect("account");
-        let tx = user_tx(d.user(from).expect("user"), net, "transfer", to, 10 + k as u64, acct.next_nonce);
-        traffic::submit(client, &d.info.api_url, &tx).await.expect("transfer accepted");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_the_devnet_and_cover_the_dashboards() {
@@ -439,7 +384,7 @@ async fn metrics_follow_the_devnet_and_cover_the_dashboards() {
     let mut d = Devnet::start(cfg).await.expect("devnet");
     d.sync().await.expect("devnet sync");
     let client = reqwest::Client::new();
-    let mut g = Guardian::start(dir.path(), &d);
+    let mut g = start_guardian(dir.path(), &d);
 
     // Before: the guardian has followed L1 to the devnet's tip; no batch is sealed yet.
     let start_height = f64::from(d.height());
