@@ -164,7 +164,6 @@ async fn guardian_watches_an_honest_devnet_without_findings() {
         .await
         .expect("b");
     assert_eq!(ours, theirs);
-    let _ = &g.config;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

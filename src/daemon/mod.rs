@@ -559,11 +559,10 @@ impl Daemon {
             .collect();
         views::update(&mut snap, &self.replay, l1_tip);
         views::scan_blocked(&mut snap, &self.store).await;
-        let batches_for_act = batches.clone();
         snap.batches = batches;
         snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();
         if snap.synced && snap.deep_reorgs == 0 {
-            let acted = self.actor.act(&self.store, &batches_for_act, &snap.anchors, &snap.challenges, l1_tip).await;
+            let acted = self.actor.act(&self.store, &snap.batches, &snap.anchors, &snap.challenges, l1_tip).await;
             for p in &acted.problems {
                 tracing::warn!(problem = %p, "acting");
             }
