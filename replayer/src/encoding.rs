@@ -157,6 +157,10 @@ impl<'a> Reader<'a> {
             v => Err(DecodeError { offset: self.pos - 1, what: format!("{field} presence flag is {v}, not 0 or 1") }),
         }
     }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
     /// Fails unless every byte was consumed.
     pub fn end(&self) -> Result<(), DecodeError> {
         if self.pos == self.buf.len() {

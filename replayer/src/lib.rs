@@ -6,6 +6,7 @@
 pub mod address;
 pub mod batch;
 pub mod bridge;
+pub mod checkpoint;
 pub mod encoding;
 pub mod execute;
 pub mod fault;

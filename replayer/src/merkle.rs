@@ -176,6 +176,19 @@ impl IncrementalTree {
         Self { layers }
     }
 
+    /// [`IncrementalTree::from_leaves`] with each layer hashed in parallel (the same tree).
+    pub fn from_leaves_par(leaves: Vec<Hash32>) -> Self {
+        use rayon::prelude::*;
+        let mut layers = vec![leaves];
+        while layers.last().is_some_and(|l| l.len() > 1) {
+            let prev = &layers[layers.len() - 1];
+            let next: Vec<Hash32> =
+                prev.par_chunks(2).map(|c| if c.len() == 2 { node_hash(&c[0], &c[1]) } else { c[0] }).collect();
+            layers.push(next);
+        }
+        Self { layers }
+    }
+
     /// Number of leaves.
     pub fn len(&self) -> u64 {
         self.layers[0].len() as u64
@@ -297,6 +310,15 @@ mod tests {
         for n in 0..40 {
             let l = leaves(n, 0);
             assert_eq!(IncrementalTree::from_leaves(l.clone()).root(), root_of(&l), "n={n}");
+        }
+    }
+
+    #[test]
+    fn parallel_build_is_the_same_tree() {
+        for n in [0, 1, 2, 3, 7, 64, 1000, 4097] {
+            let l = leaves(n, 6);
+            let (a, b) = (IncrementalTree::from_leaves(l.clone()), IncrementalTree::from_leaves_par(l));
+            assert_eq!(a.layers, b.layers, "n={n}");
         }
     }
 

@@ -238,6 +238,16 @@ pub enum ReplayError {
         /// Last replayed batch.
         have: u64,
     },
+    /// Already replayed, but its header was pruned ([`Replayer::prune_headers`], or a resume from a
+    /// checkpoint that kept only recent headers): a copy cannot be told from an equivocation here,
+    /// so it is not judged (the store's evidence of that batch is).
+    #[error("batch {batch_id} is older than the oldest header kept ({oldest}); it is not judged again")]
+    Pruned {
+        /// Batch id.
+        batch_id: u64,
+        /// The oldest batch id whose header is kept.
+        oldest: u64,
+    },
     /// Internal inconsistency (a bug): the full state lacked data.
     #[error("internal error: {0}")]
     Internal(String),
@@ -258,16 +268,19 @@ pub struct Tip {
 pub struct Replayer {
     chain: Chain,
     /// `chain.chain_id()`, computed once.
-    chain_id: Hash32,
+    pub(crate) chain_id: Hash32,
     /// The producer keys `chain.is_producer` accepts, decoded once.
     producers: Vec<[u8; 32]>,
     treasury: AccountKey,
-    state: State,
-    tip: Tip,
-    headers: HashMap<u64, SignedHeader>,
+    pub(crate) state: State,
+    pub(crate) tip: Tip,
+    /// The headers of the valid batches `headers_from..=tip` and of the faulty batch, if any.
+    pub(crate) headers: HashMap<u64, SignedHeader>,
+    /// The oldest valid batch whose header is kept (1 until [`Replayer::prune_headers`] drops some).
+    pub(crate) headers_from: u64,
     keys: KeyCache,
     addresses: AddressCache,
-    faulty: Option<u64>,
+    pub(crate) faulty: Option<u64>,
 }
 
 impl Replayer {
@@ -287,6 +300,7 @@ impl Replayer {
             state,
             tip,
             headers: HashMap::new(),
+            headers_from: 1,
             keys: KeyCache::default(),
             addresses: AddressCache::default(),
             faulty: None,
@@ -319,6 +333,30 @@ impl Replayer {
     /// A header seen for `batch_id`.
     pub fn header(&self, batch_id: u64) -> Option<&SignedHeader> {
         self.headers.get(&batch_id)
+    }
+
+    /// The faulty batch that stopped the chain, if any.
+    pub fn faulty(&self) -> Option<u64> {
+        self.faulty
+    }
+
+    /// The oldest valid batch whose header would be kept by keeping the most recent `keep` (at least
+    /// the tip's): `max(1, tip + 1 - keep)`, never below what is already pruned.
+    pub(crate) fn keep_from(&self, keep: usize) -> u64 {
+        let keep = u64::try_from(keep.max(1)).unwrap_or(u64::MAX);
+        (self.tip.batch_id.saturating_add(1).saturating_sub(keep)).max(1).max(self.headers_from)
+    }
+
+    /// Drop the headers of the valid batches older than the most recent `keep` (the tip's header is
+    /// always kept, as is the faulty batch's), so memory does not grow with history. What is lost: a
+    /// batch id below the kept ones is no longer judged here; it gets [`ReplayError::Pruned`] where it
+    /// got `Duplicate` (same header) or an `equivocation` fault (different header). An equivocation
+    /// of such an old batch is judged only from the store's evidence.
+    pub fn prune_headers(&mut self, keep: usize) {
+        let from = self.keep_from(keep);
+        let faulty = self.faulty;
+        self.headers.retain(|id, _| *id >= from || Some(*id) == faulty);
+        self.headers_from = from;
     }
 
     fn ctx<'a>(&'a self, batch: &Batch, semantics: Semantics, deposits: DepositCheck<'a>) -> ExecContext<'a> {
@@ -416,6 +454,9 @@ impl Replayer {
                 tx_index: None,
                 reason: format!("two different signed headers for batch {id}"),
             })));
+        }
+        if (1..self.headers_from).contains(&id) {
+            return Some(Err(ReplayError::Pruned { batch_id: id, oldest: self.headers_from }));
         }
         if let Some(faulty) = self.faulty {
             return Some(Err(ReplayError::AfterFault { batch_id: id, faulty }));

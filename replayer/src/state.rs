@@ -189,9 +189,12 @@ pub enum BuildError {
     /// The same account key twice.
     #[error("account {0} appears twice")]
     DuplicateAccount(String),
-    /// More accounts than indices.
-    #[error("more than 2^32 accounts")]
+    /// More accounts (or credited deposits) than indices.
+    #[error("more than 2^32 accounts or deposits")]
     TooMany,
+    /// The same deposit outpoint credited twice.
+    #[error("deposit outpoint {0} appears twice")]
+    DuplicateDeposit(String),
 }
 
 impl State {
@@ -207,6 +210,38 @@ impl State {
         }
         let leaves = accounts.iter().map(Leaf::leaf_hash).collect();
         Ok(Self { account_tree: IncrementalTree::from_leaves(leaves), accounts, index, ..Default::default() })
+    }
+
+    /// A state holding `accounts`, the withdrawal queue and the credited deposits, each in merkle
+    /// order (a checkpoint's contents): indices and the three trees are rebuilt from the leaves,
+    /// whose hashes are computed in parallel.
+    pub fn from_parts(
+        accounts: Vec<Account>,
+        withdrawals: Vec<WithdrawalEntry>,
+        deposits: Vec<DepositEntry>,
+    ) -> Result<Self, BuildError> {
+        use rayon::prelude::*;
+        let mut index = FastMap::default();
+        index.reserve(accounts.len());
+        for (i, a) in accounts.iter().enumerate() {
+            let i = u32::try_from(i).map_err(|_| BuildError::TooMany)?;
+            if index.insert(a.key, i).is_some() {
+                return Err(BuildError::DuplicateAccount(hex::encode(a.key.0)));
+            }
+        }
+        let mut deposit_index = FastMap::default();
+        deposit_index.reserve(deposits.len());
+        for (i, d) in deposits.iter().enumerate() {
+            let i = u32::try_from(i).map_err(|_| BuildError::TooMany)?;
+            if deposit_index.insert(d.outpoint, i).is_some() {
+                return Err(BuildError::DuplicateDeposit(d.outpoint.to_string()));
+            }
+        }
+        let tree = |leaves: Vec<Hash32>| IncrementalTree::from_leaves_par(leaves);
+        let account_tree = tree(accounts.par_iter().map(Leaf::leaf_hash).collect());
+        let withdrawal_tree = tree(withdrawals.par_iter().map(Leaf::leaf_hash).collect());
+        let deposit_tree = tree(deposits.par_iter().map(Leaf::leaf_hash).collect());
+        Ok(Self { accounts, index, account_tree, withdrawals, withdrawal_tree, deposits, deposit_index, deposit_tree })
     }
 
     /// Sizes and roots.
