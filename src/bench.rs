@@ -100,6 +100,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The history benchmark (`--history`): does the daemon's work stay flat as history grows?
+    #[command(flatten)]
+    pub history: crate::bench_history::HistoryArgs,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,6 +228,9 @@ struct TargetCheck {
 /// Run `bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let profile = Profile::load(&args.profile)?;
+    if args.history.history {
+        return crate::bench_history::run(&args.history, &profile, args.json);
+    }
     validate(args, &profile)?;
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(t) = args.threads {

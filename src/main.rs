@@ -1,6 +1,7 @@
 //! `kray-guardian`: the independent fraud-proof watchtower and challenger for the KRAY SPACE L2.
 
 mod bench;
+mod bench_history;
 mod commands;
 mod config;
 mod daemon;

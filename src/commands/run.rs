@@ -42,9 +42,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         // before it broadcasts, so stopping between two awaits is as safe as a crash, and a long first
         // catch-up never delays the stop.
         loop {
-            tokio::select! {
+            let more = tokio::select! {
                 () = &mut stop => break,
-                () = daemon.tick() => {}
+                more = daemon.tick() => more,
+            };
+            if more {
+                continue; // a catch-up in progress: the next tick at once (each is time-bounded)
             }
             tokio::select! {
                 () = &mut stop => break,

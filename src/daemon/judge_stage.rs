@@ -59,7 +59,7 @@ pub fn fault_findings(
             let deadline = anchored.get(&c.batch_id).map(|h| h.saturating_add(window));
             out.push(Finding {
                 id: Finding::key(class, Some(c.batch_id), None),
-                kind: class.clone(),
+                kind: class.as_str().into(),
                 severity: Severity::Critical,
                 batch_id: Some(c.batch_id),
                 outpoint: None,

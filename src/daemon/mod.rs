@@ -13,11 +13,11 @@
 
 pub mod act;
 pub mod bridge_stage;
-pub mod checkpoint;
 pub mod judge_stage;
 pub mod notify;
 pub mod observe;
 pub mod replay_stage;
+pub mod rune_checkpoint;
 pub mod snapshot;
 pub mod views;
 
@@ -25,8 +25,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use kray_replayer::genesis::Chain;
 use kray_replayer::genesis::Genesis;
-use kray_replayer::replay::Replayer;
+use kray_replayer::state::State;
 use kray_replayer::Profile;
 use kray_watcher::chain::{BitcoindSource, FollowStatus, FollowerConfig, LagReason};
 use kray_watcher::l1_index::L1Index;
@@ -58,13 +59,12 @@ pub fn load_profile(cfg: &GuardianConfig) -> anyhow::Result<Profile> {
     Ok(profile)
 }
 
-/// The replayer at genesis.
-fn genesis_replayer(cfg: &GuardianConfig, profile: &Profile) -> anyhow::Result<Replayer> {
+/// The chain and its genesis state.
+fn genesis(cfg: &GuardianConfig, profile: &Profile) -> anyhow::Result<(Chain, State)> {
     let path = cfg.genesis.as_ref().context("genesis: a genesis file is required")?;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading genesis {}", path.display()))?;
     let genesis = Genesis::from_json(&text).with_context(|| format!("genesis {}", path.display()))?;
-    let (chain, state) = genesis.build(profile).with_context(|| format!("genesis {}", path.display()))?;
-    Ok(Replayer::new(chain, state)?)
+    genesis.build(profile).with_context(|| format!("genesis {}", path.display()))
 }
 
 /// The bitcoind chain source named by the config.
@@ -93,6 +93,7 @@ pub struct Daemon {
     /// The last followed headers (height → hash), to measure reorgs.
     recent: std::collections::BTreeMap<u32, bitcoin::BlockHash>,
     shared: Shared,
+    work: WorkState,
 }
 
 /// The alerter for the config's `[alerts]` sinks.
@@ -106,10 +107,19 @@ impl Daemon {
     /// Opens the store, the L1 index and the replayer (resuming from the store).
     pub async fn open(cfg: GuardianConfig) -> anyhow::Result<Daemon> {
         let profile = load_profile(&cfg)?;
-        let replayer = genesis_replayer(&cfg, &profile)?;
+        let (chain, genesis_state) = genesis(&cfg, &profile)?;
         let store = Store::open(&cfg.data_dir, cfg.database_url.as_ref().map(|s| s.expose()))
             .await
             .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+        let identity = ChainIdentity::of(&chain);
+        let started = std::time::Instant::now();
+        let (replay, from) = ReplayStage::resume(&store, chain, genesis_state, profile.clone()).await?;
+        tracing::info!(
+            resumed_from = ?from,
+            judged = replay.judged_height(),
+            millis = started.elapsed().as_millis() as u64,
+            "replay state loaded"
+        );
         let source = bitcoind_source(&cfg)?;
         let start = match cfg.start_height {
             Some(h) => h,
@@ -132,7 +142,7 @@ impl Daemon {
             (Some(_), false) => {
                 let config = kray_watcher::bridge::BridgeConfig::from_profile(&profile)?;
                 Some(match &cfg.rune_checkpoint {
-                    Some(path) => config.with_checkpoint(checkpoint::load(path)?),
+                    Some(path) => config.with_checkpoint(rune_checkpoint::load(path)?),
                     None => config,
                 })
             }
@@ -149,7 +159,7 @@ impl Daemon {
             started_at: unix_now(),
             ..Snapshot::default()
         }));
-        let mut mirror_cfg = MirrorConfig::new(ChainIdentity::of(replayer.chain()));
+        let mut mirror_cfg = MirrorConfig::new(identity);
         mirror_cfg.withheld.challenge_window_blocks = u64::from(profile.challenge_window_blocks);
         mirror_cfg.withheld.deadline_blocks = u64::from(profile.anchor_grace_blocks);
         let specs = cfg
@@ -164,7 +174,6 @@ impl Daemon {
             })
             .collect();
         let mirror = Mirror::new(store.clone(), specs, mirror_cfg).await?;
-        let replay = ReplayStage::new(replayer, profile.clone());
         let alerter = Arc::new(alerter(&cfg)?);
         let api_base = format!("http://{}", cfg.http.listen);
         let metrics = Arc::new(crate::metrics::Metrics::new());
@@ -183,6 +192,7 @@ impl Daemon {
             deliveries: observe::DeliveryCursor::default(),
             recent: std::collections::BTreeMap::new(),
             shared,
+            work: WorkState::default(),
         })
     }
 
@@ -201,8 +211,12 @@ impl Daemon {
         self.mirror.router()
     }
 
-    /// Delivers queued alerts (waiting at most 10 s), stops the alerter and closes the store.
-    pub async fn shutdown(self) {
+    /// Saves the replay checkpoint, delivers queued alerts (waiting at most 10 s), stops the alerter
+    /// and closes the store.
+    pub async fn shutdown(mut self) {
+        if self.replay.checkpoint_stale() {
+            self.save_checkpoint(unix_now()).await;
+        }
         if tokio::time::timeout(Duration::from_secs(10), self.alerter.flush()).await.is_err() {
             tracing::warn!("alert sinks still retrying after 10 s: stopping anyway (unsent ones are re-sent at start)");
         }
@@ -403,8 +417,9 @@ impl Daemon {
     }
 
     /// One pass through the pipeline. Errors of one stage are logged and leave the stage for the
-    /// next tick; nothing here stops the daemon.
-    pub async fn tick(&mut self) {
+    /// next tick; nothing here stops the daemon. Returns true when the replay stage has more to do
+    /// now (its time budget ended the pass), so the caller ticks again without pausing.
+    pub async fn tick(&mut self) -> bool {
         let now = unix_now();
         let mut snap = self.shared.read().map(|s| s.clone()).unwrap_or_default();
         match self.l1.sync(50).await {
@@ -463,9 +478,14 @@ impl Daemon {
             }
         }
         let l1_tip = self.l1.follower().tip().map(|t| u64::from(t.height)).unwrap_or(0);
-        match self.store.challenges().await {
-            Ok(c) => snap.challenges = c,
-            Err(e) => tracing::error!(error = %e, "reading challenge markers"),
+        let l1_hash = self.l1.follower().tip().map(|t| t.hash);
+        let l1_moved = l1_hash != self.work.last_l1;
+        self.work.last_l1 = l1_hash;
+        if l1_moved {
+            match self.store.challenges().await {
+                Ok(c) => snap.challenges = c,
+                Err(e) => tracing::error!(error = %e, "reading challenge markers"),
+            }
         }
 
         let report = self.mirror.poll_once().await;
@@ -484,33 +504,94 @@ impl Daemon {
         for e in &report.store_errors {
             tracing::error!(error = %e, "mirror store");
         }
-        if let Err(e) = self.mirror.check_withheld(l1_tip).await {
-            tracing::error!(error = %e, "mirror withheld check");
+        let mut mirror_findings = report.findings.clone();
+        let mirror_moved = !report.new_copies.is_empty() || !report.findings.is_empty();
+        if l1_moved || mirror_moved {
+            match self.mirror.check_withheld(l1_tip).await {
+                Ok(new) => mirror_findings.extend(new),
+                Err(e) => tracing::error!(error = %e, "mirror withheld check"),
+            }
+        }
+        if !mirror_findings.is_empty() {
+            observe::new_findings(&self.metrics, &mirror_findings);
+            self.notify(&mirror_findings, now).await;
         }
         let mirrored = self.mirror.index().read().ok().and_then(|i| i.max_id()).unwrap_or(0);
         snap.mirrored = stage(mirrored, now, None);
 
         let started = std::time::Instant::now();
+        let mut judged_now = false;
+        let mut more = false;
         match self.replay.advance(&self.store, l1_tip).await {
             Ok(adv) => {
-                if !adv.judged.is_empty() {
+                more = adv.more;
+                if !adv.judged.is_empty() || adv.txs > 0 {
                     self.metrics.observe_replay(adv.txs, started.elapsed().as_secs_f64());
                 }
+                judged_now = !adv.judged.is_empty();
                 observe::judged(&self.metrics, &adv.judged);
                 self.store_proofs(&adv.judged);
-                snap.replayed = stage(self.replay.judged_height(), now, adv.waiting);
+                let blocked = match (adv.waiting, adv.more) {
+                    (Some(w), _) => Some(w),
+                    // Not synced until caught up: nothing acts on a partial view.
+                    (None, true) => Some(format!("catching up: {} batch copies pending", self.replay.pending())),
+                    (None, false) => None,
+                };
+                snap.replayed = stage(self.replay.judged_height(), now, blocked);
             }
             Err(e) => {
                 tracing::error!(error = %e, "replay");
                 snap.replayed.blocked = Some(format!("{e:#}"));
             }
         }
-        let batches = self.replay.results().clone();
+        self.checkpoint(now).await;
+
+        // The judges and the views run when their inputs moved (a new L1 tip, new verdicts, new
+        // mirror findings), and at least every JUDGE_EVERY_SECS for what ages with time.
+        let due = now.saturating_sub(self.work.last_judged) >= JUDGE_EVERY_SECS;
+        let changed = l1_moved || judged_now || mirror_moved || due;
+        if changed {
+            self.work.last_judged = now;
+            self.judge(&mut snap, l1_tip, now).await;
+        }
+        snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();
+        let act_due = now.saturating_sub(self.work.last_acted) >= ACT_EVERY_SECS;
+        if snap.synced && snap.deep_reorgs == 0 && (changed || act_due) {
+            self.work.last_acted = now;
+            let acted = self.actor.act(&self.store, &snap.batches, &snap.anchors, &snap.challenges, l1_tip).await;
+            for p in &acted.problems {
+                tracing::warn!(problem = %p, "acting");
+            }
+            for _ in 0..acted.bumped {
+                self.metrics.record_own_anchor_bump();
+            }
+            self.metrics.set_own_anchors_pending(acted.pending_anchors);
+            for fee in &acted.anchors_confirmed {
+                self.metrics.record_own_anchor_confirmed(*fee);
+            }
+            if let Some(b) = acted.balance {
+                self.wallet_alert(b);
+            }
+        }
+        self.deadline_alerts(&snap, l1_tip);
+        observe::snapshot(&self.metrics, &snap, l1_tip, now);
+        observe::deliveries(&self.metrics, &self.alerter.snapshot(), &mut self.deliveries);
+        if let Ok(mut s) = self.shared.write() {
+            *s = snap;
+        }
+        more
+    }
+}
+
+impl Daemon {
+    /// The judges (anchors, bridge, faults) and the user views, over the replay stage's verdicts.
+    async fn judge(&mut self, snap: &mut Snapshot, l1_tip: u64, now: i64) {
+        let batches = self.replay.results();
         let report = match judge_stage::anchor_report(&self.store, &self.profile, &batches, l1_tip, now).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "anchor matching");
-                snap.anchors.clone()
+                (*snap.anchors).clone()
             }
         };
         let mut extra = Vec::new();
@@ -542,48 +623,86 @@ impl Daemon {
                 for f in &j.resolved {
                     self.alerter.resolve(f.id.clone());
                 }
-                snap.anchors = j.anchors;
+                snap.anchors = Arc::new(j.anchors);
                 snap.deep_reorgs = j.open.iter().filter(|f| f.kind == "deep-reorg").count() as u32;
                 snap.findings = j.open;
             }
             Err(e) => tracing::error!(error = %e, "judge"),
         }
-        snap.proofs = batches
-            .iter()
-            .filter_map(|(id, copies)| {
-                copies.iter().find_map(|c| match &c.outcome {
-                    replay_stage::Outcome::Fault { proof, .. } => Some((*id, proof.clone())),
-                    _ => None,
-                })
-            })
-            .collect();
-        views::update(&mut snap, &self.replay, l1_tip);
-        views::scan_blocked(&mut snap, &self.store).await;
-        snap.batches = batches;
-        snap.synced = snap.l1_blocks.blocked.is_none() && snap.replayed.blocked.is_none();
-        if snap.synced && snap.deep_reorgs == 0 {
-            let acted = self.actor.act(&self.store, &snap.batches, &snap.anchors, &snap.challenges, l1_tip).await;
-            for p in &acted.problems {
-                tracing::warn!(problem = %p, "acting");
-            }
-            for _ in 0..acted.bumped {
-                self.metrics.record_own_anchor_bump();
-            }
-            self.metrics.set_own_anchors_pending(acted.pending_anchors);
-            for fee in &acted.anchors_confirmed {
-                self.metrics.record_own_anchor_confirmed(*fee);
-            }
-            if let Some(b) = acted.balance {
-                self.wallet_alert(b);
-            }
+        if !Arc::ptr_eq(&snap.batches, &batches) {
+            snap.proofs = Arc::new(
+                batches
+                    .iter()
+                    .filter_map(|(id, copies)| {
+                        copies.iter().find_map(|c| match &c.outcome {
+                            replay_stage::Outcome::Fault { proof, .. } => Some((*id, proof.clone())),
+                            _ => None,
+                        })
+                    })
+                    .collect(),
+            );
         }
-        self.deadline_alerts(&snap, l1_tip);
-        observe::snapshot(&self.metrics, &snap, l1_tip, now);
-        observe::deliveries(&self.metrics, &self.alerter.snapshot(), &mut self.deliveries);
-        if let Ok(mut s) = self.shared.write() {
-            *s = snap;
+        snap.batches = batches;
+        views::update(snap, &self.replay, l1_tip);
+        views::scan_blocked(snap, &self.store).await;
+    }
+
+    /// Saves the replayer's state when it moved and the last save is old enough (or many batches
+    /// ago): a restart then replays only what is newer.
+    async fn checkpoint(&mut self, now: i64) {
+        if !self.replay.checkpoint_stale() {
+            return;
+        }
+        let batches_since = self.replay.replayer().tip().batch_id.saturating_sub(self.work.checkpoint_batch);
+        if now.saturating_sub(self.work.last_checkpoint) < CHECKPOINT_EVERY_SECS
+            && batches_since < CHECKPOINT_EVERY_BATCHES
+        {
+            return;
+        }
+        self.save_checkpoint(now).await;
+    }
+
+    /// Saves the replayer's state now (also at shutdown).
+    async fn save_checkpoint(&mut self, now: i64) {
+        let started = std::time::Instant::now();
+        match self.replay.save_checkpoint(&self.store, now).await {
+            Ok(bytes) => {
+                self.work.last_checkpoint = now;
+                self.work.checkpoint_batch = self.replay.replayer().tip().batch_id;
+                tracing::info!(
+                    batch_id = self.work.checkpoint_batch,
+                    bytes,
+                    millis = started.elapsed().as_millis() as u64,
+                    "replay checkpoint saved"
+                );
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "saving the replay checkpoint"),
         }
     }
+}
+
+/// Seconds after which the judges run even when nothing moved (findings that age with time).
+const JUDGE_EVERY_SECS: i64 = 30;
+/// Seconds after which the acting stage runs even when nothing moved (submission retries).
+const ACT_EVERY_SECS: i64 = 5;
+/// Seconds between two replay checkpoints while batches keep coming.
+const CHECKPOINT_EVERY_SECS: i64 = 60;
+/// Batches after which a checkpoint is saved even within [`CHECKPOINT_EVERY_SECS`].
+const CHECKPOINT_EVERY_BATCHES: u64 = 1_000;
+
+/// What the daemon remembers between ticks to run each stage only when its input moved.
+#[derive(Debug, Default)]
+struct WorkState {
+    /// The L1 tip hash at the last tick.
+    last_l1: Option<bitcoin::BlockHash>,
+    /// When the judges last ran.
+    last_judged: i64,
+    /// When the acting stage last ran.
+    last_acted: i64,
+    /// When the last replay checkpoint was saved.
+    last_checkpoint: i64,
+    /// The replayer tip at the last checkpoint.
+    checkpoint_batch: u64,
 }
 
 fn stage(height: u64, now: i64, blocked: Option<String>) -> snapshot::StageStatus {

@@ -2,24 +2,27 @@
 
 use kray_alerts::{Alert, AlertKind, Severity};
 use kray_watcher::store::Finding;
+use kray_watcher::FindingKind;
 
 /// The alert kind and severity of a finding kind; `None` for informational kinds that page nobody.
-pub fn classify(kind: &str) -> Option<(AlertKind, Severity)> {
+/// Exhaustive: a new kind must be decided here.
+pub fn classify(kind: &FindingKind) -> Option<(AlertKind, Severity)> {
+    use FindingKind as K;
     Some(match kind {
-        "key-path-spend" | "bridge-key-path" => (AlertKind::KeyPathSpend, Severity::P0),
-        "unknown-payout" | "bridge-insolvent" => (AlertKind::UnbackedRelease, Severity::P0),
-        "early-payout" => (AlertKind::PrematurePayout, Severity::P0),
-        "conflicting-anchor" | "double-credit" => (AlertKind::BatchFault, Severity::P0),
-        "data-withheld" => (AlertKind::UnavailableData, Severity::P1),
-        "abandoned-batch" => (AlertKind::MissingAnchor, Severity::P1),
-        "missing-credit" => (AlertKind::UncreditedDeposit, Severity::P1),
-        "deep-reorg" => (AlertKind::DeepReorg, Severity::P1),
-        "unknown-anchor" | "batch-gap" => (AlertKind::UnavailableData, Severity::P2),
-        "anchor-reorged" => (AlertKind::CannotVerify, Severity::P2),
-        "late-anchor" => (AlertKind::MissingAnchor, Severity::P3),
-        "duplicate-anchor" => return None,
-        other if kray_replayer::fault::FaultClass::parse(other).is_some() => (AlertKind::BatchFault, Severity::P0),
-        _ => (AlertKind::GuardianError, Severity::P2),
+        K::KeyPathSpend | K::BridgeKeyPath => (AlertKind::KeyPathSpend, Severity::P0),
+        K::UnknownPayout | K::BridgeInsolvent => (AlertKind::UnbackedRelease, Severity::P0),
+        K::EarlyPayout => (AlertKind::PrematurePayout, Severity::P0),
+        K::ConflictingAnchor | K::DoubleCredit => (AlertKind::BatchFault, Severity::P0),
+        K::Fault(_) => (AlertKind::BatchFault, Severity::P0),
+        K::DataWithheld => (AlertKind::UnavailableData, Severity::P1),
+        K::AbandonedBatch => (AlertKind::MissingAnchor, Severity::P1),
+        K::MissingCredit => (AlertKind::UncreditedDeposit, Severity::P1),
+        K::DeepReorg => (AlertKind::DeepReorg, Severity::P1),
+        K::UnknownAnchor | K::BatchGap => (AlertKind::UnavailableData, Severity::P2),
+        K::AnchorReorged => (AlertKind::CannotVerify, Severity::P2),
+        K::LateAnchor => (AlertKind::MissingAnchor, Severity::P3),
+        K::DuplicateAnchor => return None,
+        K::Other(_) => (AlertKind::GuardianError, Severity::P2),
     })
 }
 
@@ -30,7 +33,7 @@ pub fn alert_of(f: &Finding, api_base: &str) -> Option<Alert> {
     let title = match (f.batch_id, &f.outpoint) {
         (Some(b), _) => format!("{} in batch {b}", f.kind),
         (None, Some(o)) => format!("{} at {o}", f.kind),
-        (None, None) => f.kind.clone(),
+        (None, None) => f.kind.to_string(),
     };
     let summary =
         f.evidence.get("reason").and_then(|r| r.as_str()).map(str::to_string).unwrap_or_else(|| f.evidence.to_string());
@@ -53,9 +56,10 @@ mod tests {
 
     #[test]
     fn bridge_theft_and_faults_page_informational_kinds_do_not() {
-        assert_eq!(classify("key-path-spend"), Some((AlertKind::KeyPathSpend, Severity::P0)));
-        assert_eq!(classify("wrong-gas"), Some((AlertKind::BatchFault, Severity::P0)));
-        assert_eq!(classify("abandoned-batch").map(|c| c.1), Some(Severity::P1));
-        assert_eq!(classify("duplicate-anchor"), None);
+        let c = |name: &str| classify(&FindingKind::parse(name));
+        assert_eq!(c("key-path-spend"), Some((AlertKind::KeyPathSpend, Severity::P0)));
+        assert_eq!(c("wrong-gas"), Some((AlertKind::BatchFault, Severity::P0)));
+        assert_eq!(c("abandoned-batch").map(|c| c.1), Some(Severity::P1));
+        assert_eq!(c("duplicate-anchor"), None);
     }
 }

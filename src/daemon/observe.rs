@@ -31,7 +31,7 @@ pub fn judged(metrics: &Metrics, judged: &[Replayed]) {
 /// Records findings stored for the first time.
 pub fn new_findings(metrics: &Metrics, new: &[Finding]) {
     for f in new {
-        metrics.record_finding(FindingClass::from_kind(&f.kind), Severity::from(f.severity));
+        metrics.record_finding(FindingClass::from_kind(f.kind.as_str()), Severity::from(f.severity));
     }
 }
 
@@ -53,7 +53,7 @@ pub fn snapshot(metrics: &Metrics, s: &Snapshot, tip: u64, now: i64) {
     metrics.set_deep_reorg_stopped(s.deep_reorgs > 0);
     let mut counts: BTreeMap<(String, &'static str), (FindingClass, Severity, u64)> = BTreeMap::new();
     for f in &s.findings {
-        let class = FindingClass::from_kind(&f.kind);
+        let class = FindingClass::from_kind(f.kind.as_str());
         let sev = Severity::from(f.severity);
         counts.entry((class.as_str().to_string(), sev.as_str())).or_insert((class, sev, 0)).2 += 1;
     }

@@ -1,12 +1,13 @@
 //! What the daemon knows after its last tick, shared read-only with the HTTP API.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kray_watcher::judge::{AnchorReport, BridgeReport};
 use kray_watcher::store::Finding;
 use serde::Serialize;
 
-use super::replay_stage::Replayed;
+use super::replay_stage::Results;
 
 /// Progress of one pipeline stage.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -53,12 +54,12 @@ pub struct Snapshot {
     /// Deep reorgs seen by this process's L1 index.
     #[serde(skip)]
     pub deep_reorgs_seen: u32,
-    /// Every judged batch copy, by id.
+    /// Every judged batch copy, by id (shared with the replay stage: publishing costs no copy).
     #[serde(skip)]
-    pub batches: BTreeMap<u64, Vec<Replayed>>,
+    pub batches: Results,
     /// Anchor status of every batch copy.
     #[serde(skip)]
-    pub anchors: AnchorReport,
+    pub anchors: Arc<AnchorReport>,
     /// Bridge judgement, when the profile names a bridge and a rune.
     #[serde(skip)]
     pub bridge: Option<BridgeReport>,
@@ -73,7 +74,7 @@ pub struct Snapshot {
     pub findings: Vec<Finding>,
     /// Fraud proofs by batch id (JSON text).
     #[serde(skip)]
-    pub proofs: BTreeMap<u64, String>,
+    pub proofs: Arc<BTreeMap<u64, String>>,
     /// User-facing views (withdrawal safety, account proofs).
     #[serde(skip)]
     pub views: super::views::Views,

@@ -714,11 +714,12 @@ pub(crate) mod tests {
             states: [(1, Arc::new(view))].into(),
             ..Views::default()
         };
-        snap.batches.insert(
+        Arc::make_mut(&mut snap.batches).insert(
             1,
             vec![Replayed {
                 batch_id: 1,
                 batch_hash: hash.clone(),
+                content_hash: String::new(),
                 l1_height: 99,
                 tx_count: 1,
                 header: serde_json::Value::Null,
@@ -726,7 +727,7 @@ pub(crate) mod tests {
                 outcome: Outcome::Valid { state_root: String::new(), tx_count: 1 },
             }],
         );
-        snap.anchors = AnchorReport {
+        snap.anchors = Arc::new(AnchorReport {
             batches: vec![BatchAnchor {
                 batch_id: 1,
                 batch_hash: hash,
@@ -739,17 +740,18 @@ pub(crate) mod tests {
                 anchor_count: 1,
             }],
             findings: vec![],
-        };
+        });
         snap.bridge = Some(BridgeReport { findings: vec![], balance: 30_000, liabilities: 29_000, paid: vec![] });
         (snap, w)
     }
 
     fn fault(snap: &mut Snapshot, batch_id: u64) {
-        snap.batches.insert(
+        Arc::make_mut(&mut snap.batches).insert(
             batch_id,
             vec![Replayed {
                 batch_id,
                 batch_hash: "bb".repeat(32),
+                content_hash: String::new(),
                 l1_height: 110,
                 tx_count: 1,
                 header: serde_json::Value::Null,
@@ -832,11 +834,11 @@ pub(crate) mod tests {
         snap.synced = false;
         assert_eq!(withdrawal_report(&snap, &w, 0).verdict, Verdict::Unknown);
         let (mut snap, w) = snapshot(105);
-        snap.anchors.batches[0].state = AnchorState::Unanchored { grace_ends: 102 };
+        Arc::make_mut(&mut snap.anchors).batches[0].state = AnchorState::Unanchored { grace_ends: 102 };
         let r = withdrawal_report(&snap, &w, 0);
         assert_eq!(r.verdict, Verdict::AtRisk);
         assert!(r.reason.contains("past its anchor grace"), "{}", r.reason);
-        snap.anchors.batches[0].state = AnchorState::Unanchored { grace_ends: 110 };
+        Arc::make_mut(&mut snap.anchors).batches[0].state = AnchorState::Unanchored { grace_ends: 110 };
         let r = withdrawal_report(&snap, &w, 0);
         assert_eq!(r.verdict, Verdict::Pending);
         assert!(r.reason.contains("anchor"), "{}", r.reason);
@@ -846,11 +848,12 @@ pub(crate) mod tests {
     fn a_withdrawal_of_a_faulty_batch_or_one_after_it_is_at_risk_and_found() {
         let (mut snap, _) = snapshot(105);
         fault(&mut snap, 2);
-        snap.batches.insert(
+        Arc::make_mut(&mut snap.batches).insert(
             3,
             vec![Replayed {
                 batch_id: 3,
                 batch_hash: "cc".repeat(32),
+                content_hash: String::new(),
                 l1_height: 111,
                 tx_count: 1,
                 header: serde_json::Value::Null,

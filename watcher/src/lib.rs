@@ -4,7 +4,10 @@
 pub mod anchors;
 pub mod bridge;
 pub mod chain;
+pub mod finding_kind;
 pub mod judge;
 pub mod l1_index;
 pub mod mirror;
 pub mod store;
+
+pub use finding_kind::FindingKind;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use kray_watcher::store::{
-    BatchCopy, Cursor, Effect, Finding, L1Header, Outpoint, PayoutOutput, Severity, SpendPath, Store, StoreError,
+    BatchCopy, ReplayCheckpointRow, VerdictRow, Cursor, Effect, Finding, L1Header, Outpoint, PayoutOutput, Severity, SpendPath, Store, StoreError,
     CHAIN_STAGE, SQLITE_FILE,
 };
 use serde_json::json;
@@ -139,6 +139,8 @@ on_both_backends!(
     concurrent_writers,
     rune_rows_apply_and_roll_back,
     a_bad_rune_spend_rolls_back_the_whole_block,
+    copies_are_numbered_in_arrival_order_and_read_by_cursor,
+    verdicts_and_the_replay_checkpoint_round_trip,
 );
 
 fn hash(height: u64, branch: u8) -> String {
@@ -163,7 +165,7 @@ fn op(n: u64, vout: u32) -> Outpoint {
 fn finding(id: &str, first_seen: i64) -> Finding {
     Finding {
         id: id.to_string(),
-        kind: "wrong-anchor".to_string(),
+        kind: "wrong-anchor".into(),
         severity: Severity::Critical,
         batch_id: Some(3),
         outpoint: Some(op(9, 1)),
@@ -704,4 +706,76 @@ async fn chain_to(store: &Store, height: u64) {
     for h in from..=height {
         store.apply_block(&block(h, 0, 0), &[]).await.expect("block");
     }
+}
+
+async fn copies_are_numbered_in_arrival_order_and_read_by_cursor(target: &Target) {
+    let store = target.open().await;
+    let copy = |id: u64, tag: u8| BatchCopy {
+        batch_id: id,
+        source: "s".into(),
+        content_hash: format!("{:062x}{tag:02x}", id),
+        raw: (0..300u32).map(|i| (i as u8) ^ tag).collect(),
+        received_at: 0,
+    };
+    // Arrival order is not id order: 3, 1, 2, then a second copy of 1.
+    store.insert_batches(&[copy(3, 0), copy(1, 0)]).await.expect("first");
+    store.insert_batches(&[copy(2, 0), copy(1, 0)]).await.expect("second (one duplicate)");
+    store.insert_batches(&[copy(1, 9)]).await.expect("late copy");
+    let all = store.copies_after(0, 100).await.expect("all");
+    let order: Vec<(u64, u64)> = all.iter().map(|c| (c.batch_id, c.size)).collect();
+    assert_eq!(order, vec![(3, 300), (1, 300), (2, 300), (1, 300)]);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "{all:?}");
+    // A cursor reads only what came after it, a bounded span at a time.
+    let after = store.copies_after(all[1].seq, 100).await.expect("after");
+    assert_eq!(after.iter().map(|c| c.batch_id).collect::<Vec<_>>(), vec![2, 1]);
+    let page = store.copies_after(0, 1).await.expect("page");
+    assert_eq!(page.len(), 1);
+    assert!(store.copies_after(all[3].seq, 100).await.expect("none").is_empty());
+    // One body by id and hash; heads without bodies.
+    let one = store.batch_copy(1, &copy(1, 9).content_hash).await.expect("one").expect("stored");
+    assert_eq!(one.raw, copy(1, 9).raw);
+    assert!(store.batch_copy(1, "00").await.expect("none").is_none());
+    let heads = store.copy_heads(10).await.expect("heads");
+    assert_eq!(heads.len(), 4);
+    assert!(heads.iter().all(|h| h.head.len() == 10));
+    assert_eq!(heads.iter().map(|h| h.batch_id).collect::<Vec<_>>(), vec![1, 1, 2, 3]);
+    store.close().await;
+}
+
+async fn verdicts_and_the_replay_checkpoint_round_trip(target: &Target) {
+    let store = target.open().await;
+    let v = |id: u64, seq: u64| VerdictRow {
+        batch_id: id,
+        content_hash: format!("{id:064x}"),
+        seq,
+        batch_hash: "ab".repeat(32),
+        l1_height: 100 + id,
+        tx_count: 7,
+        outcome: r#"{"verdict":"valid","state_root":"00","tx_count":7}"#.into(),
+        header: "{}".into(),
+        signature: "cd".repeat(64),
+        proof: (id == 2).then(|| "{\"proof\":1}".to_string()),
+        judged_at: 5,
+    };
+    assert!(store.insert_verdict(&v(2, 2)).await.expect("insert"));
+    assert!(store.insert_verdict(&v(1, 1)).await.expect("insert"));
+    assert!(!store.insert_verdict(&v(1, 1)).await.expect("again"), "a verdict is stored once");
+    assert_eq!(store.verdicts().await.expect("read"), vec![v(1, 1), v(2, 2)]);
+
+    assert!(store.replay_checkpoint("replay").await.expect("none").is_none());
+    let cp = |batch_id: u64, len: usize| ReplayCheckpointRow {
+        batch_id,
+        seq_floor: batch_id * 2,
+        state_root: "ef".repeat(32),
+        bytes: vec![batch_id as u8; len],
+        created_at: 9,
+    };
+    store.save_replay_checkpoint("replay", &cp(1, 1_000)).await.expect("save");
+    store.save_replay_checkpoint("replay", &cp(2, 3)).await.expect("replace");
+    assert_eq!(store.replay_checkpoint("replay").await.expect("read"), Some(cp(2, 3)));
+    store.close().await;
+    // Survives a reopen.
+    let store = target.open().await;
+    assert_eq!(store.replay_checkpoint("replay").await.expect("read"), Some(cp(2, 3)));
+    store.close().await;
 }

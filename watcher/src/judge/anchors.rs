@@ -271,7 +271,7 @@ mod tests {
     }
 
     fn kinds(r: &AnchorReport) -> Vec<(String, Option<u64>)> {
-        r.findings.iter().map(|f| (f.kind.clone(), f.batch_id)).collect()
+        r.findings.iter().map(|f| (f.kind.to_string(), f.batch_id)).collect()
     }
 
     #[test]

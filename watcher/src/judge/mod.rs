@@ -29,7 +29,7 @@ pub(crate) fn finding(
 ) -> Finding {
     Finding {
         id: Finding::key(kind, batch_id, outpoint.as_ref()),
-        kind: kind.to_string(),
+        kind: kind.into(),
         severity,
         batch_id,
         outpoint,

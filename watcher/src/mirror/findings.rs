@@ -19,7 +19,7 @@ pub const DATA_WITHHELD: &str = "data-withheld";
 fn finding(kind: &str, severity: Severity, batch_id: Option<u64>, now: i64, evidence: serde_json::Value) -> Finding {
     Finding {
         id: Finding::key(kind, batch_id, None),
-        kind: kind.to_string(),
+        kind: kind.into(),
         severity,
         batch_id,
         outpoint: None,
@@ -126,7 +126,7 @@ pub fn withheld(
             });
             Finding {
                 id: Finding::key(DATA_WITHHELD, None, Some(&a.outpoint)),
-                kind: DATA_WITHHELD.to_string(),
+                kind: DATA_WITHHELD.into(),
                 severity: Severity::Critical,
                 batch_id: None,
                 outpoint: Some(a.outpoint.clone()),

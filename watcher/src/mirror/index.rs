@@ -32,14 +32,12 @@ pub struct BatchIndex {
 }
 
 impl BatchIndex {
-    /// Loads the index from `store`: one query per batch id up to the highest stored one.
+    /// Loads the index from `store`: one query reading each copy's header bytes, never a whole body.
     pub async fn load(store: &Store) -> Result<BatchIndex, StoreError> {
         let mut index = BatchIndex::default();
-        let Some(max) = store.max_batch_id().await? else { return Ok(index) };
-        for id in 0..=max {
-            for copy in store.batch_copies(id).await? {
-                index.add_copy(&copy);
-            }
+        for c in store.copy_heads(HEADER_LEN as u64).await? {
+            let header_hash = header_hash_of_raw(&c.head).unwrap_or_default();
+            index.add(c.batch_id, &c.content_hash, &header_hash, &c.source);
         }
         Ok(index)
     }

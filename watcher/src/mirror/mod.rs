@@ -211,19 +211,20 @@ impl Mirror {
         let now = unix_now();
         let mut copies = Vec::new();
         let mut polls = Vec::new();
-        for (_, state, poll) in done {
+        for (_, state, mut poll) in done {
             if poll.skipped {
                 report.skipped.push(poll.source.clone());
             }
             report
                 .errors
                 .extend(poll.errors.iter().map(|e| SourceFailure { source: poll.source.clone(), error: e.clone() }));
-            for f in &poll.copies {
+            // The bodies move to the insert (one copy in memory, not two).
+            for f in &mut poll.copies {
                 copies.push(BatchCopy {
                     batch_id: f.batch_id,
                     source: poll.source.clone(),
                     content_hash: hex::encode(f.content_hash),
-                    raw: f.raw.clone(),
+                    raw: std::mem::take(&mut f.raw),
                     received_at: now,
                 });
             }
@@ -231,9 +232,12 @@ impl Mirror {
             self.sources.push(state);
         }
         if !copies.is_empty() {
-            if let Err(e) = self.store.insert_batches(&copies).await {
-                tracing::error!(error = %e, copies = copies.len(), "storing batch copies failed");
-                report.store_errors.push(format!("storing {} batch copies: {e}", copies.len()));
+            let stored = self.store.insert_batches(&copies).await;
+            drop(copies);
+            if let Err(e) = stored {
+                let n: usize = polls.iter().map(|p| p.copies.len()).sum();
+                tracing::error!(error = %e, copies = n, "storing batch copies failed");
+                report.store_errors.push(format!("storing {n} batch copies: {e}"));
                 // Fetch them again on the next poll.
                 for p in &polls {
                     if let Some(min) = p.copies.iter().map(|f| f.batch_id).min() {
@@ -268,6 +272,10 @@ impl Mirror {
     /// Equivocations among `touched` ids and gaps that outlived the grace polls; resolves gap findings
     /// that are filled.
     async fn record_findings(&mut self, touched: &BTreeSet<u64>, now: i64, report: &mut MirrorReport) {
+        // Gaps only change when copies arrive; open ones age by polls until reported.
+        if touched.is_empty() && self.pending_gaps.is_empty() {
+            return;
+        }
         let (equivocations, gaps) = match self.index.read() {
             Ok(index) => {
                 let eq: Vec<Finding> =

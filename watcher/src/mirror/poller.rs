@@ -36,6 +36,9 @@ pub struct PollSettings {
     pub max_rechecks_per_poll: usize,
     /// Re-validate every new copy once on the source's next poll.
     pub recheck: bool,
+    /// Most body bytes fetched from one source in one poll: a long backlog is caught up in bounded
+    /// steps (each stored before the next is fetched), so catch-up memory does not grow with it.
+    pub max_bytes_per_poll: u64,
 }
 
 impl Default for PollSettings {
@@ -46,6 +49,7 @@ impl Default for PollSettings {
             max_pages_per_poll: 10,
             max_rechecks_per_poll: 200,
             recheck: true,
+            max_bytes_per_poll: 64 << 20,
         }
     }
 }
@@ -225,6 +229,7 @@ impl SourceState {
         settings: &PollSettings,
         out: &mut SourcePoll,
     ) -> bool {
+        let mut fetched: u64 = 0;
         for _ in 0..settings.max_pages_per_poll.max(1) {
             let listing = match self.client.list(self.next_id, LIST_LIMIT).await {
                 Ok(l) => l,
@@ -249,6 +254,7 @@ impl SourceState {
                             }
                             self.recheck.push_back((f.batch_id, hex::encode(f.content_hash)));
                         }
+                        fetched = fetched.saturating_add(f.raw.len() as u64);
                         out.copies.push(f);
                     }
                     Ok(FetchOutcome::NotModified) => self.confirmations += 1,
@@ -263,6 +269,10 @@ impl SourceState {
                     Err(e) => out.errors.push(e),
                 }
                 self.next_id = h.batch_id.saturating_add(1);
+                if fetched >= settings.max_bytes_per_poll {
+                    // The rest on the next poll, once these are stored.
+                    return true;
+                }
             }
             // `next` is a claim: it only says whether to ask again, never where to jump.
             if listing.next.is_none() || self.next_id <= last {

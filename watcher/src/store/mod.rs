@@ -41,8 +41,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 pub use error::{Result, StoreError};
 pub use types::{
-    confirmations, Anchor, BatchCopy, BridgeSpend, ChallengeMarker, Cursor, Deposit, Effect, Finding, L1Header,
-    Outpoint, PayoutOutput, Rollback, RuneOutput, Severity, SpendPath, CHAIN_STAGE, MIN_HEADERS_KEPT,
+    confirmations, Anchor, BatchCopy, BridgeSpend, ChallengeMarker, CopyHead, CopyRef, Cursor, Deposit, Effect,
+    Finding, L1Header, Outpoint, PayoutOutput, ReplayCheckpointRow, Rollback, RuneOutput, Severity, SpendPath,
+    VerdictRow, CHAIN_STAGE, MIN_HEADERS_KEPT,
 };
 
 /// The schema migrations, embedded at build time from `watcher/migrations`.
@@ -269,6 +270,46 @@ impl Store {
     /// Every stored copy of `batch_id`, first received first.
     pub async fn batch_copies(&self, batch_id: u64) -> Result<Vec<BatchCopy>> {
         dispatch!(self.batch_copies(batch_id))
+    }
+
+    /// The stored batch copies that arrived after arrival number `seq`, in arrival order, without
+    /// their bodies: those whose number is below the first such number plus `span` (a bounded page
+    /// that never splits one number's copies).
+    pub async fn copies_after(&self, seq: u64, span: u64) -> Result<Vec<CopyRef>> {
+        dispatch!(self.copies_after(seq, span))
+    }
+
+    /// The first `head_len` bytes of every stored copy (its header), by batch id then arrival: one
+    /// query that reads no whole body.
+    pub async fn copy_heads(&self, head_len: u64) -> Result<Vec<CopyHead>> {
+        dispatch!(self.copy_heads(head_len))
+    }
+
+    /// One stored batch copy, with its body.
+    pub async fn batch_copy(&self, batch_id: u64, content_hash: &str) -> Result<Option<BatchCopy>> {
+        dispatch!(self.batch_copy(batch_id, content_hash))
+    }
+
+    /// Stores the verdict of one judged copy (once: a second insert of the same copy changes nothing
+    /// and returns false).
+    pub async fn insert_verdict(&self, verdict: &VerdictRow) -> Result<bool> {
+        dispatch!(self.insert_verdict(verdict))
+    }
+
+    /// Every stored verdict, by batch id then arrival.
+    pub async fn verdicts(&self) -> Result<Vec<VerdictRow>> {
+        dispatch!(self.verdicts())
+    }
+
+    /// Replaces the replayer checkpoint named `name` (one statement: the state and its cursor move
+    /// together).
+    pub async fn save_replay_checkpoint(&self, name: &str, checkpoint: &ReplayCheckpointRow) -> Result<()> {
+        dispatch!(self.save_replay_checkpoint(name, checkpoint))
+    }
+
+    /// The replayer checkpoint named `name`, if one was saved.
+    pub async fn replay_checkpoint(&self, name: &str) -> Result<Option<ReplayCheckpointRow>> {
+        dispatch!(self.replay_checkpoint(name))
     }
 
     /// Batch ids with more than one distinct copy (equivocation evidence), ascending.

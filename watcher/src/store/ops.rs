@@ -27,6 +27,50 @@ macro_rules! backend_ops {
                 (String, i64, i64, String, String, i64, String, Option<String>, Option<i64>, Option<String>);
             type BridgeSpendRow = (String, i64, String, i64, String, Option<String>, i64, String, String);
             type PayoutRow = (String, i64, String, Option<String>, i64, String);
+            /// A `batches` row without its body.
+            #[derive(sqlx::FromRow)]
+            struct CopyRefRow {
+                batch_id: i64,
+                content_hash: String,
+                seq: i64,
+                size: Option<i64>,
+            }
+
+            /// A `batches` row's first bytes.
+            #[derive(sqlx::FromRow)]
+            struct CopyHeadRow {
+                batch_id: i64,
+                content_hash: String,
+                source: String,
+                head: Option<Vec<u8>>,
+            }
+
+            /// A `verdicts` row.
+            #[derive(sqlx::FromRow)]
+            struct VerdictDbRow {
+                batch_id: i64,
+                content_hash: String,
+                seq: i64,
+                batch_hash: String,
+                l1_height: i64,
+                tx_count: i64,
+                outcome: String,
+                header: String,
+                signature: String,
+                proof: Option<String>,
+                judged_at: i64,
+            }
+
+            /// A `replay_checkpoints` row.
+            #[derive(sqlx::FromRow)]
+            struct CheckpointDbRow {
+                batch_id: i64,
+                seq_floor: i64,
+                state_root: String,
+                bytes: Vec<u8>,
+                created_at: i64,
+            }
+
             type FindingRow = (
                 String,
                 String,
@@ -91,7 +135,7 @@ macro_rules! backend_ops {
                     serde_json::from_str(&r.8).map_err(|e| StoreError::Corrupt(format!("evidence of {}: {e}", r.0)))?;
                 Ok(Finding {
                     id: r.0,
-                    kind: r.1,
+                    kind: crate::finding_kind::FindingKind::parse(&r.1),
                     severity: r.2.parse()?,
                     batch_id: r.3.map(|b| to_u64(b, "batch_id")).transpose()?,
                     outpoint: r.4.map(|o| o.parse()).transpose()?,
@@ -191,7 +235,7 @@ macro_rules! backend_ops {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&f.id)
-                .bind(&f.kind)
+                .bind(f.kind.as_str())
                 .bind(f.severity.as_str())
                 .bind(f.batch_id.map(to_i64).transpose()?)
                 .bind(f.outpoint.as_ref().map(|o| o.to_string()))
@@ -605,16 +649,23 @@ macro_rules! backend_ops {
             pub(crate) async fn insert_batches(pool: &Pool<Db>, copies: &[BatchCopy]) -> Result<u64> {
                 let ids = copies.iter().map(|c| to_i64(c.batch_id)).collect::<Result<Vec<i64>>>()?;
                 let mut tx = pool.begin_with(BEGIN).await?;
+                // Arrival numbers, assigned inside the writing transaction (one writer at a time).
+                let (max_seq,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(seq) FROM batches").fetch_one(&mut *tx).await?;
+                let mut next_seq = max_seq.unwrap_or(0);
                 let mut inserted = 0;
                 for (chunk, ids) in copies.chunks(BATCH_CHUNK).zip(ids.chunks(BATCH_CHUNK)) {
-                    let mut qb: QueryBuilder<'_, Db> =
-                        QueryBuilder::new("INSERT INTO batches (batch_id, content_hash, source, raw, received_at) ");
+                    let mut qb: QueryBuilder<'_, Db> = QueryBuilder::new(
+                        "INSERT INTO batches (batch_id, content_hash, source, raw, received_at, seq) ",
+                    );
                     qb.push_values(chunk.iter().zip(ids), |mut b, (c, id)| {
+                        next_seq += 1;
                         b.push_bind(*id)
                             .push_bind(c.content_hash.as_str())
                             .push_bind(c.source.as_str())
                             .push_bind(c.raw.as_slice())
-                            .push_bind(c.received_at);
+                            .push_bind(c.received_at)
+                            .push_bind(next_seq);
                     });
                     qb.push(" ON CONFLICT (batch_id, content_hash) DO NOTHING");
                     inserted += qb.build().execute(&mut *tx).await?.rows_affected();
@@ -636,6 +687,156 @@ macro_rules! backend_ops {
                         Ok(BatchCopy { batch_id: to_u64(id, "batch_id")?, source, content_hash, raw, received_at })
                     })
                     .collect()
+            }
+
+            pub(crate) async fn copies_after(pool: &Pool<Db>, seq: u64, span: u64) -> Result<Vec<CopyRef>> {
+                let rows: Vec<CopyRefRow> = sqlx::query_as(
+                    "SELECT batch_id, content_hash, seq, LENGTH(raw) AS size FROM batches \
+                     WHERE seq > $1 AND seq < (SELECT COALESCE(MIN(seq), 0) FROM batches WHERE seq > $1) + $2 \
+                     ORDER BY seq, batch_id, content_hash",
+                )
+                .bind(to_i64(seq)?)
+                .bind(to_i64(span.max(1))?)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(CopyRef {
+                            batch_id: to_u64(r.batch_id, "batch_id")?,
+                            content_hash: r.content_hash,
+                            seq: to_u64(r.seq, "seq")?,
+                            size: to_u64(r.size.unwrap_or(0), "size")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn copy_heads(pool: &Pool<Db>, head_len: u64) -> Result<Vec<CopyHead>> {
+                let rows: Vec<CopyHeadRow> = sqlx::query_as(
+                    "SELECT batch_id, content_hash, source, SUBSTR(raw, 1, $1) AS head FROM batches \
+                     ORDER BY batch_id, received_at, content_hash",
+                )
+                .bind(to_i64(head_len)?)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(CopyHead {
+                            batch_id: to_u64(r.batch_id, "batch_id")?,
+                            content_hash: r.content_hash,
+                            source: r.source,
+                            head: r.head.unwrap_or_default(),
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn batch_copy(
+                pool: &Pool<Db>,
+                batch_id: u64,
+                content_hash: &str,
+            ) -> Result<Option<BatchCopy>> {
+                let row: Option<(i64, String, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT batch_id, source, content_hash, raw, received_at FROM batches \
+                     WHERE batch_id = $1 AND content_hash = $2",
+                )
+                .bind(to_i64(batch_id)?)
+                .bind(content_hash)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|(id, source, content_hash, raw, received_at)| {
+                    Ok(BatchCopy { batch_id: to_u64(id, "batch_id")?, source, content_hash, raw, received_at })
+                })
+                .transpose()
+            }
+
+            pub(crate) async fn insert_verdict(pool: &Pool<Db>, v: &VerdictRow) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO verdicts (batch_id, content_hash, seq, batch_hash, l1_height, tx_count, outcome, \
+                     header, signature, proof, judged_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (batch_id, content_hash) DO NOTHING",
+                )
+                .bind(to_i64(v.batch_id)?)
+                .bind(v.content_hash.as_str())
+                .bind(to_i64(v.seq)?)
+                .bind(v.batch_hash.as_str())
+                .bind(to_i64(v.l1_height)?)
+                .bind(to_i64(v.tx_count)?)
+                .bind(v.outcome.as_str())
+                .bind(v.header.as_str())
+                .bind(v.signature.as_str())
+                .bind(v.proof.as_deref())
+                .bind(v.judged_at)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub(crate) async fn verdicts(pool: &Pool<Db>) -> Result<Vec<VerdictRow>> {
+                let rows: Vec<VerdictDbRow> = sqlx::query_as(
+                    "SELECT batch_id, content_hash, seq, batch_hash, l1_height, tx_count, outcome, header, \
+                     signature, proof, judged_at FROM verdicts ORDER BY batch_id, seq, content_hash",
+                )
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter()
+                    .map(|r| {
+                        Ok(VerdictRow {
+                            batch_id: to_u64(r.batch_id, "batch_id")?,
+                            content_hash: r.content_hash,
+                            seq: to_u64(r.seq, "seq")?,
+                            batch_hash: r.batch_hash,
+                            l1_height: to_u64(r.l1_height, "l1_height")?,
+                            tx_count: to_u64(r.tx_count, "tx_count")?,
+                            outcome: r.outcome,
+                            header: r.header,
+                            signature: r.signature,
+                            proof: r.proof,
+                            judged_at: r.judged_at,
+                        })
+                    })
+                    .collect()
+            }
+
+            pub(crate) async fn save_replay_checkpoint(
+                pool: &Pool<Db>,
+                name: &str,
+                c: &ReplayCheckpointRow,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO replay_checkpoints (name, batch_id, seq_floor, state_root, bytes, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+                     batch_id = excluded.batch_id, seq_floor = excluded.seq_floor, \
+                     state_root = excluded.state_root, bytes = excluded.bytes, created_at = excluded.created_at",
+                )
+                .bind(name)
+                .bind(to_i64(c.batch_id)?)
+                .bind(to_i64(c.seq_floor)?)
+                .bind(c.state_root.as_str())
+                .bind(c.bytes.as_slice())
+                .bind(c.created_at)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
+            pub(crate) async fn replay_checkpoint(pool: &Pool<Db>, name: &str) -> Result<Option<ReplayCheckpointRow>> {
+                let row: Option<CheckpointDbRow> = sqlx::query_as(
+                    "SELECT batch_id, seq_floor, state_root, bytes, created_at FROM replay_checkpoints WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(pool)
+                .await?;
+                row.map(|r| {
+                    Ok(ReplayCheckpointRow {
+                        batch_id: to_u64(r.batch_id, "batch_id")?,
+                        seq_floor: to_u64(r.seq_floor, "seq_floor")?,
+                        state_root: r.state_root,
+                        bytes: r.bytes,
+                        created_at: r.created_at,
+                    })
+                })
+                .transpose()
             }
 
             pub(crate) async fn conflicting_batch_ids(pool: &Pool<Db>) -> Result<Vec<u64>> {

@@ -262,8 +262,8 @@ impl FromStr for Severity {
 pub struct Finding {
     /// De-duplication key, e.g. from [`Finding::key`].
     pub id: String,
-    /// Fault class or L1 fault name.
-    pub kind: String,
+    /// What it is about.
+    pub kind: crate::finding_kind::FindingKind,
     /// Severity.
     pub severity: Severity,
     /// The batch concerned, if any.
@@ -410,4 +410,74 @@ pub struct Rollback {
     pub payout_outputs: u64,
     /// Cursors moved back to the fork point.
     pub cursors: u64,
+}
+
+/// Where a stored batch copy stands in arrival order, without its body: what the replay stage reads
+/// to learn what is new since its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyRef {
+    /// Batch id.
+    pub batch_id: u64,
+    /// The copy's content hash (hex).
+    pub content_hash: String,
+    /// Arrival number (the store's `seq`): increases with every stored copy.
+    pub seq: u64,
+    /// Size of the raw body in bytes.
+    pub size: u64,
+}
+
+/// A judged batch copy as stored (`verdicts` table): what a restart loads instead of replaying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictRow {
+    /// Batch id.
+    pub batch_id: u64,
+    /// The judged copy's content hash (hex).
+    pub content_hash: String,
+    /// The copy's arrival number.
+    pub seq: u64,
+    /// The copy's batch hash (hex), the root anchored on L1.
+    pub batch_hash: String,
+    /// The L1 height the header declares.
+    pub l1_height: u64,
+    /// Txs the header declares.
+    pub tx_count: u64,
+    /// The verdict as JSON text (the caller's encoding).
+    pub outcome: String,
+    /// The signed header as JSON text.
+    pub header: String,
+    /// The producer's signature (hex).
+    pub signature: String,
+    /// The fraud proof (JSON text) of a fault.
+    pub proof: Option<String>,
+    /// When it was judged (unix seconds).
+    pub judged_at: i64,
+}
+
+/// A stored replayer checkpoint (`replay_checkpoints` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayCheckpointRow {
+    /// The replayer's tip batch id in this state.
+    pub batch_id: u64,
+    /// Every batch copy with `seq <= seq_floor` is reflected in the state.
+    pub seq_floor: u64,
+    /// The state root (hex), for logs and checks.
+    pub state_root: String,
+    /// The replayer's checkpoint encoding.
+    pub bytes: Vec<u8>,
+    /// When it was written (unix seconds).
+    pub created_at: i64,
+}
+
+/// The first bytes of a stored batch copy (its header), without the rest of the body: what the
+/// mirror's index needs at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyHead {
+    /// Batch id.
+    pub batch_id: u64,
+    /// The copy's content hash (hex).
+    pub content_hash: String,
+    /// The source it was first stored from.
+    pub source: String,
+    /// Its first bytes (at most the length asked for).
+    pub head: Vec<u8>,
 }
