@@ -188,6 +188,11 @@ fn account_proofs_are_bound_to_the_chains_producers_and_pinned() {
     let o = verify_account(&file, &honest, &["--chain-id", &real_id]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(!String::from_utf8_lossy(&o.stderr).contains("not pinned"), "{}", text(&o));
+    let o = verify_account(&file, &honest, &["--chain-id", &real_id, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let j: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(j["pinned"], true);
+    assert_eq!(j["proven"]["chain_id"], real_id.as_str());
     let o = verify_account(&file, &honest, &["--chain-id", &other_id]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("not the pinned chain"), "{}", text(&o));

@@ -229,7 +229,7 @@ pub fn run(a: &VerifyAccountArgs) -> anyhow::Result<u8> {
     match result {
         Ok(v) => {
             if a.json {
-                println!("{}", serde_json::json!({"result": "proven", "proven": v}));
+                println!("{}", serde_json::json!({"result": "proven", "pinned": v.pinned, "proven": v}));
             } else {
                 println!(
                     "PROVEN: account {} has balance {} (nonce {}) in the state after batch {} (state root {}), \
