@@ -25,7 +25,17 @@ pub struct L1Args {
     pub l1_facts: Option<PathBuf>,
 }
 
-/// Open the L1 source: a node when `--bitcoind` is given, else the facts file, else none.
+/// The stderr notice that L1 facts come from a file, which is trusted input (docs/security.md).
+fn facts_file_notice(path: &Path) {
+    eprintln!(
+        "note: L1 deposit facts are taken from {} as trusted input: nothing checks them against Bitcoin; \
+         use --bitcoind URL to check them on a node",
+        path.display()
+    );
+}
+
+/// Open the L1 source: a node when `--bitcoind` is given, else the facts file (named on stderr as
+/// trusted input), else none.
 pub fn open_l1(
     args: &L1Args,
     default_file: Option<&Path>,
@@ -37,6 +47,7 @@ pub fn open_l1(
     let path = args.l1_facts.clone().or_else(|| default_file.filter(|p| p.exists()).map(Path::to_path_buf));
     match path {
         Some(p) => {
+            facts_file_notice(&p);
             let text = std::fs::read_to_string(&p).with_context(|| format!("reading L1 facts {}", p.display()))?;
             let f: L1FactsFile =
                 serde_json::from_str(&text).with_context(|| format!("L1 facts {} are invalid", p.display()))?;

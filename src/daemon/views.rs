@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use kray_replayer::address::{format_l2_address, AccountKey};
 use kray_replayer::batch::SignedHeader;
+use kray_replayer::genesis::Chain;
 use kray_replayer::hash::Hash32;
 use kray_replayer::merkle::{IncrementalTree, MultiProof};
 use kray_replayer::profile::L1Network;
@@ -90,6 +91,8 @@ pub struct Views {
     pub blocked: Arc<Vec<WithdrawalEntry>>,
     /// The first faulty batch the blocked list was scanned from, and the batch copies scanned.
     blocked_scan: Option<(u64, BTreeSet<String>)>,
+    /// The chain's identity (profile, producers, genesis root), copied once: account proofs carry it.
+    pub chain: Option<Arc<Chain>>,
 }
 
 impl Views {
@@ -112,6 +115,9 @@ pub fn update(snap: &mut Snapshot, replay: &ReplayStage, tip: u64) {
         max_batch_txs: profile.max_batch_txs,
     };
     views.tip = tip;
+    if views.chain.is_none() {
+        views.chain = Some(Arc::new(replayer.chain().clone()));
+    }
     let t = replayer.tip();
     if t.batch_id > 0 && !views.states.contains_key(&t.batch_id) {
         if let Some(header) = replayer.header(t.batch_id) {
@@ -528,6 +534,9 @@ pub async fn scan_blocked(snap: &mut Snapshot, store: &kray_watcher::store::Stor
 
 /// The format tag of an account proof file.
 pub const ACCOUNT_PROOF_FORMAT: &str = "kray-account-proof";
+/// The account proof format version written and read: 2 carries the chain identity (version 1 did not,
+/// so its signer could not be checked against the chain's producers).
+pub const ACCOUNT_PROOF_VERSION: u32 = 2;
 
 /// Where the proven state root is anchored on L1.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -561,8 +570,11 @@ pub struct TreeRoot {
 pub struct AccountProof {
     /// Always `kray-account-proof`.
     pub format: String,
-    /// Format version (1).
+    /// Format version ([`ACCOUNT_PROOF_VERSION`]).
     pub version: u32,
+    /// The chain's identity: profile, producers and genesis state root. Its chain id must be the one in
+    /// the signed header, and the header's signer one of its producers.
+    pub chain: Chain,
     /// The network of the address.
     pub network: L1Network,
     /// The account's L2 address.
@@ -614,6 +626,7 @@ pub fn account_proof(snap: &Snapshot, address: &str) -> Result<AccountProof, Acc
         .map_err(|_| AccountProofError::BadAddress(address.chars().take(100).collect()))?;
     let anchored = latest_anchored(snap, views).and_then(|id| views.states.get(&id));
     let state = anchored.or_else(|| views.latest()).ok_or(AccountProofError::NoState)?;
+    let chain = views.chain.as_deref().ok_or(AccountProofError::NoState)?;
     let index = *state
         .index
         .get(&key)
@@ -629,7 +642,8 @@ pub fn account_proof(snap: &Snapshot, address: &str) -> Result<AccountProof, Acc
     });
     Ok(AccountProof {
         format: ACCOUNT_PROOF_FORMAT.into(),
-        version: 1,
+        version: ACCOUNT_PROOF_VERSION,
+        chain: chain.clone(),
         network: views.params.network,
         address: format_l2_address(&key, views.params.network),
         account,
@@ -653,7 +667,7 @@ pub(crate) mod tests {
     use kray_watcher::store::Outpoint;
 
     /// A keypair from a test secret.
-    fn keypair(k: u8) -> bitcoin::key::Keypair {
+    pub(crate) fn keypair(k: u8) -> bitcoin::key::Keypair {
         let sk = bitcoin::secp256k1::SecretKey::from_slice(&[k; 32]).expect("key");
         bitcoin::key::Keypair::from_secret_key(kray_replayer::address::secp(), &sk)
     }
@@ -661,6 +675,15 @@ pub(crate) mod tests {
     /// The account key of test secret `k`.
     pub(crate) fn user_key(k: u8) -> AccountKey {
         kray_replayer::address::account_key_of(&keypair(k).x_only_public_key().0)
+    }
+
+    /// The chain of [`snapshot`]: the regtest profile, test key 1 as the only producer.
+    pub(crate) fn test_chain() -> Chain {
+        Chain {
+            profile: kray_replayer::Profile::load("regtest").expect("regtest profile"),
+            producers: vec![hex::encode(keypair(1).x_only_public_key().0.serialize())],
+            genesis_state_root: [2; 32],
+        }
     }
 
     /// A snapshot after batch 1 (valid, holding one withdrawal of user 5), anchored at height 100
@@ -676,10 +699,11 @@ pub(crate) mod tests {
             amount: 2000,
         };
         let roots = state.roots();
+        let chain = test_chain();
         let header = BatchHeader {
-            chain_id: [1; 32],
+            chain_id: chain.chain_id(),
             batch_id: 1,
-            prev_batch_hash: [1; 32],
+            prev_batch_hash: chain.chain_id(),
             prev_state_root: [2; 32],
             new_state_root: roots.state_root(),
             tx_root: [3; 32],
@@ -712,6 +736,7 @@ pub(crate) mod tests {
             },
             tip,
             states: [(1, Arc::new(view))].into(),
+            chain: Some(Arc::new(chain)),
             ..Views::default()
         };
         Arc::make_mut(&mut snap.batches).insert(
@@ -896,6 +921,7 @@ pub(crate) mod tests {
         let addr = format_l2_address(&user_key(6), L1Network::Regtest);
         let p = account_proof(&snap, &addr).expect("proof");
         assert_eq!(p.account.balance, 6000);
+        assert_eq!(p.chain.chain_id(), p.batch.header.chain_id, "the proof carries the chain it is signed for");
         assert_eq!(p.index, 1);
         assert_eq!(p.anchor.as_ref().map(|a| a.height), Some(100));
         assert_eq!(p.anchor.as_ref().map(|a| a.batch_hash.clone()), Some(hex::encode(p.batch.header.hash())));
