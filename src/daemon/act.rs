@@ -95,7 +95,6 @@ impl Actor {
                     stuck_blocks: u64::from(cfg.anchoring.bump_after_blocks),
                     // Settled sends are re-checked for reorgs, and kept in full in the journal, this deep.
                     reorg_depth: u64::from(cfg.finality_depth),
-                    ..SenderConfig::default()
                 };
                 sender = Some(Sender::new(client, k, journal, sc));
             }
