@@ -2,7 +2,9 @@
 //! and its guardian when it gets SIGTERM (what systemd, Docker and test harnesses send) or SIGINT
 //! (Ctrl-C), and — through the Linux parent-death signal — even when it is killed with SIGKILL.
 //!
-//! They need the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
+//! Most need the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips
+//! them. The startup ones use a stand-in bitcoind that never answers (a signal while the devnet waits
+//! for its node) and need nothing.
 
 mod support;
 
@@ -191,4 +193,74 @@ fn sigkill_of_the_devnet_still_stops_its_bitcoind_and_guardian() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter(|c| parent(*c) == Some(pid)).collect()
+}
+
+/// Starts the devnet with a stand-in bitcoind (a script that sleeps and never answers RPC), waits
+/// until the devnet has started it, and returns the devnet and the stand-in's pid.
+fn start_with_silent_bitcoind(dir: &Path) -> (Child, u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = dir.join("bitcoind");
+    std::fs::write(&fake, "#!/bin/sh\nexec sleep 300\n").expect("script");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = Command::new(env!("CARGO_BIN_EXE_kray-guardian"))
+        .arg("devnet")
+        .arg("--data")
+        .arg(dir.join("devnet"))
+        .env("BITCOIND_EXE", &fake)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn kray-guardian devnet");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The stand-in runs `sleep` once it has exec'd: wait for that, so the signal finds it started.
+        let started = children_of(child.id())
+            .into_iter()
+            .find(|c| std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|comm| comm.trim() == "sleep"));
+        if let Some(pid) = started {
+            return (child, pid);
+        }
+        assert!(Instant::now() < deadline, "the devnet never started its bitcoind");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running(pid) {
+        assert!(Instant::now() < deadline, "{what}: bitcoind {pid} still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sigterm_while_the_devnet_starts_stops_its_bitcoind() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut child, node) = start_with_silent_bitcoind(dir.path());
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(ok.success());
+    let status = child.wait().expect("wait");
+    let leftover = running(node);
+    if leftover {
+        let _ = Command::new("kill").args(["-KILL", &node.to_string()]).status();
+    }
+    assert!(status.success(), "a clean exit on SIGTERM during startup: {status}");
+    assert!(!leftover, "bitcoind {node} outlived SIGTERM to the starting devnet");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn sigkill_while_the_devnet_starts_still_stops_its_bitcoind() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut child, node) = start_with_silent_bitcoind(dir.path());
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    wait_gone(node, "kill -9 of the starting devnet");
 }
