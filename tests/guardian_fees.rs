@@ -6,7 +6,9 @@
 //!   exactly once on the best chain.
 //! - The guardian is killed (SIGKILL) while its anchor is pending and already bumped once, and restarted
 //!   over the same data dir: the batch ends anchored exactly once and the journal holds one original
-//!   transaction and only RBF replacements of it (no second spend), one of them confirmed.
+//!   transaction and only RBF replacements of it (no second spend), one of them confirmed. Each kill
+//!   also tears the journal write in flight (half a line, no newline): the first restart truncates it
+//!   away, and two more kill -9 + torn write + restart rounds still open the journal and follow L1.
 //!
 //! Needs the regtest bitcoind (`BITCOIND_EXE` or the install cache); `KRAY_SKIP_BITCOIND=1` skips.
 
@@ -104,6 +106,16 @@ fn journal(path: &Path) -> Vec<TxRecord> {
         by.insert(rec.txid, rec);
     }
     order.into_iter().filter_map(|t| by.remove(&t)).collect()
+}
+
+/// Appends the first half of the journal's last line, without its newline: a write torn by a crash.
+fn tear_last_line(path: &Path) {
+    let bytes = std::fs::read(path).expect("journal");
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let half = &body[start..start + (body.len() - start) / 2];
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).expect("append");
+    std::io::Write::write_all(&mut f, half).expect("torn write");
 }
 
 /// One line per record, for the test output.
@@ -345,6 +357,8 @@ async fn kill_9_mid_send_and_restart_sends_nothing_twice() {
     let before = killed_with.unwrap_or_else(|| panic!("never caught the anchor mid-send:\n{}", g.log_tail()));
     let first_log = g.log();
     drop(g);
+    // The kill also tore the write in flight: half a line, no newline, at the end of the journal.
+    tear_last_line(&h.journal());
     // A block while it is down, then restart over the same data dir and config.
     keep_flooded(&mut d).await;
     d.mine(1).await.expect("mine");
@@ -380,6 +394,29 @@ async fn kill_9_mid_send_and_restart_sends_nothing_twice() {
         g.log_tail()
     );
     assert_eq!(ours[0].1, settled.txid);
+    assert!(g.log().contains("truncated a torn last line"), "{}", g.log_tail());
+    // A second and a third start over the journal (the torn line would now be a torn middle line had
+    // the first restart only skipped it): another kill -9 with a torn write, twice.
+    drop(g);
+    for round in 0..2 {
+        tear_last_line(&h.journal());
+        let g = h.spawn(&format!("guardian-again-{round}.log"));
+        let mut opened = false;
+        for _ in 0..240 {
+            let log = g.log();
+            assert!(!log.contains("is corrupt"), "restart {round} refused the journal:\n{log}");
+            if log.contains("journal opened") {
+                opened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(opened, "restart {round} never opened the journal:\n{}", g.log_tail());
+        mine_and_follow(&mut d, &client, &g).await;
+        assert!(!g.log().contains("is corrupt"), "{}", g.log_tail());
+    }
+    let recs = for_purpose(&journal(&h.journal()), &purpose);
+    assert_eq!(assert_no_double_spend(&recs).map(|r| r.txid), Some(settled.txid), "{}", summary(&recs));
     // Every KRAY transaction on chain from the guardian's key is in the journal (no unjournaled send).
     let journaled: Vec<Txid> = journal(&h.journal()).iter().map(|r| r.txid).collect();
     for (_, txid, _) in anchors(&d, start).await {

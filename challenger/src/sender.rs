@@ -28,7 +28,8 @@ pub struct SenderConfig {
     /// Blocks a broadcast transaction may wait unconfirmed before it is considered stuck.
     pub stuck_blocks: u64,
     /// Confirmations below which a settled transaction is re-checked on every block (a reorg that
-    /// drops it makes it live again, and it is re-broadcast).
+    /// drops it makes it live again, and it is re-broadcast): the finality depth. Deeper settled
+    /// purposes are folded by the journal compaction ([`Journal::compact_settled`]).
     pub reorg_depth: u64,
 }
 
@@ -125,12 +126,14 @@ pub struct Sender<C> {
     journal: Journal,
     cfg: SenderConfig,
     deadlines: BTreeMap<Purpose, Deadline>,
+    /// Whether the journal was compacted since this sender started.
+    compacted: bool,
 }
 
 impl<C: L1Client> Sender<C> {
     /// A sender over an opened journal (a restart passes the same journal file).
     pub fn new(client: C, key: GuardianKey, journal: Journal, cfg: SenderConfig) -> Self {
-        Self { client, key, journal, cfg, deadlines: BTreeMap::new() }
+        Self { client, key, journal, cfg, deadlines: BTreeMap::new(), compacted: false }
     }
 
     /// The journal.
@@ -153,10 +156,8 @@ impl<C: L1Client> Sender<C> {
         if let Some(d) = deadline {
             self.deadlines.insert(purpose, d);
         }
-        if let Some(r) = self.journal.confirmed(&purpose) {
-            if let TxStatus::Confirmed { height } = r.status {
-                return Ok(SendOutcome::Settled { txid: r.txid, height });
-            }
+        if let Some(s) = self.journal.settlement(&purpose) {
+            return Ok(SendOutcome::Settled { txid: s.txid, height: s.height });
         }
         if let Some(r) = self.journal.live(&purpose) {
             return Ok(SendOutcome::Pending(r.txid));
@@ -205,10 +206,12 @@ impl<C: L1Client> Sender<C> {
         Ok(live)
     }
 
-    /// The per-block pass: settle, re-broadcast, bump, release. Call once per new tip (and at start).
+    /// The per-block pass: compact, settle, re-broadcast, bump, release. Call once per new tip (and at
+    /// start).
     pub async fn on_block(&mut self) -> Result<BlockReport, SenderError> {
         let tip = self.client.tip_height().await?;
         let mut report = BlockReport { tip, ..BlockReport::default() };
+        self.compact(tip, &mut report);
         self.recheck_recent(tip, &mut report).await?;
         self.settle(tip, &mut report).await?;
         self.release_dropped().await?;
@@ -220,6 +223,37 @@ impl<C: L1Client> Sender<C> {
             }
         }
         Ok(report)
+    }
+
+    /// Compacts the journal on the first pass after start (when it has superseded lines or purposes
+    /// settled deeper than the finality depth) and whenever it has grown [`COMPACT_REDUNDANT_LINES`](crate::journal::COMPACT_REDUNDANT_LINES)
+    /// superseded lines. Runs before this pass settles anything, so a purpose settled in this pass keeps
+    /// its full record until the next compaction. A failed compaction leaves the journal as it was and
+    /// is reported, never fatal.
+    fn compact(&mut self, tip: u64, report: &mut BlockReport) {
+        let depth = self.cfg.reorg_depth;
+        let first = !self.compacted;
+        let due = self.journal.needs_compaction()
+            || (first && (self.journal.redundant_lines() > 0 || !self.journal.foldable(tip, depth).is_empty()));
+        self.compacted = true;
+        if !due {
+            return;
+        }
+        match self.journal.compact_settled(tip, depth) {
+            Ok(folded) => {
+                tracing::info!(
+                    tip,
+                    depth,
+                    folded = folded.len(),
+                    lines = self.journal.line_count(),
+                    "journal compacted"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "journal compaction failed; the journal is unchanged");
+                report.problems.push(format!("journal compaction: {e}"));
+            }
+        }
     }
 
     /// Whether the spendable, unreserved coins pay for one more action at the fee cap.
@@ -628,6 +662,33 @@ mod tests {
         }
         assert!(s.client().reorg_out(&txid));
         assert!(s.on_block().await.expect("block").reorged.is_empty());
+    }
+
+    #[tokio::test]
+    async fn deep_settlements_are_folded_at_the_first_pass_and_never_resent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("j");
+        let mut s = sender(chain(&[100_000, 100_000]), &path);
+        let SendOutcome::Broadcast(a) = s.send(anchor(1), None).await.expect("send") else { panic!() };
+        s.client().mine();
+        assert_eq!(s.on_block().await.expect("block").settled, vec![(anchor(1), a, 501)]);
+        let SendOutcome::Broadcast(b) = s.send(anchor(2), None).await.expect("send") else { panic!() };
+        for _ in 0..6 {
+            s.client().mine();
+        }
+        // Tip 507: the confirmation at 501 is 7 deep, beyond the finality depth 6. A restart folds it.
+        let l1 = s.client;
+        let mut s = sender(l1, &path);
+        let r = s.on_block().await.expect("block");
+        assert!(r.problems.is_empty(), "{r:?}");
+        assert!(s.journal().get(&a).is_none(), "folded");
+        assert_eq!(s.journal().settlements().map(|x| x.txid).collect::<Vec<_>>(), vec![a]);
+        assert_eq!(s.send(anchor(1), None).await.expect("send"), SendOutcome::Settled { txid: a, height: 501 });
+        // The other purpose (confirmed at 502 in this pass, not deep) keeps its record.
+        assert!(s.journal().get(&b).is_some());
+        assert_eq!(s.client().state().sent, vec![a, b], "nothing sent again");
+        let lines = std::fs::read_to_string(&path).expect("read").lines().count();
+        assert_eq!(lines, s.journal().line_count());
     }
 
     #[tokio::test]

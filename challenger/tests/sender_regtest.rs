@@ -1,12 +1,15 @@
 //! The challenger's transaction sender on a real `bitcoind -regtest`: anchors and challenge markers
 //! from the guardian key confirm, a stuck transaction is RBF-bumped and the bump confirms, a restart
-//! from the journal mid-send sends nothing twice; and proof submission to a real local HTTP server.
+//! from the journal mid-send sends nothing twice, a crash (with a torn journal write) at every step of
+//! a send restarts and settles it exactly once, deep settlements are compacted and never re-sent; and
+//! proof submission to a real local HTTP server.
 //!
 //! They need the bitcoind built by `scripts/install-bitcoind.sh` (or `BITCOIND_EXE`). They skip, with a
 //! message, only when `KRAY_SKIP_BITCOIND=1`; otherwise a missing binary fails them.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bitcoin::secp256k1::SecretKey;
@@ -242,6 +245,171 @@ async fn a_reorg_that_drops_our_anchor_makes_it_live_and_it_confirms_again() {
     let r = s.on_block().await.expect("block");
     assert_eq!(r.settled, vec![(anchor(4), a, 106)], "the same tx, re-mined");
     assert_ne!(n.rpc.get_block_hash(106).await.expect("hash"), hash);
+}
+
+/// A client over the real node whose process "dies" at its `crash_at`-th call (0-based): that call
+/// never reaches the node, and it and every later one fail. It notes the journal's length at each call,
+/// so the test knows which journal bytes were written after the last call that reached the node (only
+/// those can be torn by the crash: everything the node saw was persisted before it).
+struct DiesAt {
+    inner: BitcoindL1,
+    crash_at: usize,
+    journal: PathBuf,
+    lens: Mutex<Vec<u64>>,
+}
+
+impl DiesAt {
+    fn gate(&self) -> Result<(), L1Error> {
+        let len = std::fs::metadata(&self.journal).map(|m| m.len()).unwrap_or(0);
+        let mut lens = self.lens.lock().expect("lock");
+        lens.push(len);
+        if lens.len() > self.crash_at {
+            return Err(L1Error::Transport("the process died here".into()));
+        }
+        Ok(())
+    }
+}
+
+impl L1Client for DiesAt {
+    async fn tip_height(&self) -> Result<u64, L1Error> {
+        self.gate()?;
+        self.inner.tip_height().await
+    }
+    async fn estimate_fee_rate(&self, conf_target: u16) -> Result<Option<FeeRate>, L1Error> {
+        self.gate()?;
+        self.inner.estimate_fee_rate(conf_target).await
+    }
+    async fn utxos(&self, script: &bitcoin::ScriptBuf) -> Result<Vec<kray_challenger::coins::Utxo>, L1Error> {
+        self.gate()?;
+        self.inner.utxos(script).await
+    }
+    async fn send_raw_transaction(&self, tx: &Transaction) -> Result<Txid, L1Error> {
+        self.gate()?;
+        self.inner.send_raw_transaction(tx).await
+    }
+    async fn tx_state(&self, txid: &Txid) -> Result<ChainTxState, L1Error> {
+        self.gate()?;
+        self.inner.tx_state(txid).await
+    }
+}
+
+/// Anchors of `hash` in blocks above `from`.
+async fn anchors_of(n: &Node, from: u64, hash: [u8; 32]) -> usize {
+    let tip = n.rpc.get_block_count().await.expect("tip");
+    let mut count = 0;
+    for h in from + 1..=tip {
+        let block = n.rpc.get_block(&n.rpc.get_block_hash(h).await.expect("hash")).await.expect("block");
+        count += block.txdata.iter().flat_map(kray_payloads).filter(|(_, p)| *p == KrayPayload::Anchor(hash)).count();
+    }
+    count
+}
+
+#[tokio::test]
+async fn a_crash_and_a_torn_journal_write_at_every_step_settle_exactly_once() {
+    let Some(n) = Node::start().await else { return };
+    let mut runs = 0;
+    for crash_at in 0.. {
+        // `None`: the journal as the crash left it; `Some(k)`: its last line torn at its start, after
+        // one byte, in its middle, before its newline (k = 0, 1, 2, 3).
+        let mut tears: Vec<Option<usize>> = vec![None];
+        let mut tear = 0;
+        let mut finished = false;
+        while tear < tears.len() {
+            runs += 1;
+            let hash = [runs as u8; 32];
+            let purpose = Purpose::Anchor { batch_id: 1000 + runs, batch_hash: hash };
+            let path = n.dir.path().join(format!("crash-{runs}.jsonl"));
+            let from = n.rpc.get_block_count().await.expect("tip");
+            let client = DiesAt { inner: n.l1(), crash_at, journal: path.clone(), lens: Mutex::new(Vec::new()) };
+            // The scenario: send, a block, the per-block pass, another block, the pass again.
+            let mut s = sender_at(client, &n.key, &path);
+            let _ = s.send(purpose, None).await;
+            n.mine().await;
+            let _ = s.on_block().await;
+            n.mine().await;
+            let _ = s.on_block().await;
+            let lens = s.client().lens.lock().expect("lock").clone();
+            drop(s);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if lens.len() <= crash_at {
+                finished = true; // the scenario ran to its end without reaching this call
+            } else {
+                assert_eq!(bytes.len() as u64, lens[crash_at], "nothing is written after the process died");
+                let since = if crash_at == 0 { 0 } else { lens[crash_at - 1] as usize };
+                // Only a line written after the last call that reached the node can be torn.
+                let tearable = bytes.len() > since;
+                if tear == 0 && tearable {
+                    tears.extend((0..4).map(Some));
+                }
+                if let Some(Some(k)) = tears.get(tear) {
+                    assert!(tearable, "the same crash point tears the same line");
+                    let start = bytes[..bytes.len() - 1].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                    let len = bytes.len() - start;
+                    let cut = start + [0, 1, len / 2, len - 1][*k];
+                    std::fs::write(&path, &bytes[..cut]).expect("torn write");
+                }
+            }
+            // Restart over the journal: it opens, the purpose settles, exactly one anchor is on chain.
+            let mut settled = None;
+            for _ in 0..4 {
+                let mut s = sender_at(n.l1(), &n.key, &path);
+                s.on_block().await.expect("block");
+                match s.send(purpose, None).await.expect("send") {
+                    SendOutcome::Settled { txid, .. } => {
+                        settled = Some(txid);
+                        break;
+                    }
+                    _ => n.mine().await,
+                }
+            }
+            let txid =
+                settled.unwrap_or_else(|| panic!("crash at call {crash_at}, tear {:?}: never settled", tears[tear]));
+            assert_eq!(anchors_of(&n, from, hash).await, 1, "crash at call {crash_at}, tear {:?}", tears[tear]);
+            let j = Journal::open(&path).expect("reopen");
+            assert_eq!(j.settlement(&purpose).map(|s| s.txid), Some(txid));
+            assert_eq!(j.for_purpose(&purpose).iter().filter(|r| r.replaces.is_none()).count(), 1, "one original");
+            tear += 1;
+        }
+        if finished {
+            break;
+        }
+    }
+    assert!(runs > 12, "{runs} runs");
+}
+
+#[tokio::test]
+async fn deep_settlements_are_compacted_and_never_sent_again() {
+    let Some(n) = Node::start().await else { return };
+    let mut s = n.sender(n.l1());
+    let SendOutcome::Broadcast(a) = s.send(anchor(5), None).await.expect("anchor") else { panic!() };
+    let SendOutcome::Broadcast(c) = s.send(challenge(5), None).await.expect("challenge") else { panic!() };
+    n.mine().await;
+    assert_eq!(s.on_block().await.expect("block").settled.len(), 2);
+    let SendOutcome::Broadcast(b) = s.send(anchor(6), None).await.expect("anchor") else { panic!() };
+    // Six confirmations: the two settlements are at the finality depth (6), not beyond it.
+    for _ in 0..5 {
+        n.mine().await;
+    }
+    drop(s);
+    let mut s = n.sender(n.l1());
+    s.on_block().await.expect("block");
+    assert!(s.journal().get(&a).is_some(), "not deeper than the finality depth yet");
+    n.mine().await;
+    // A restart compacts on its first pass: both folded, the unrelated anchor kept in full.
+    drop(s);
+    let mut s = n.sender(n.l1());
+    s.on_block().await.expect("block");
+    assert!(s.journal().get(&a).is_none() && s.journal().get(&c).is_none(), "deep settlements folded");
+    assert!(s.journal().get(&b).is_some());
+    let text = std::fs::read_to_string(n.journal_path()).expect("journal");
+    assert_eq!(text.lines().filter(|l| l.starts_with("{\"settled\":")).count(), 2, "{text}");
+    // Never sent again, also after another restart.
+    drop(s);
+    let mut s = n.sender(n.l1());
+    assert_eq!(s.send(anchor(5), None).await.expect("again"), SendOutcome::Settled { txid: a, height: 106 });
+    assert_eq!(s.send(challenge(5), None).await.expect("again"), SendOutcome::Settled { txid: c, height: 106 });
+    assert_eq!(s.send(anchor(6), None).await.expect("again"), SendOutcome::Settled { txid: b, height: 107 });
+    assert_eq!(anchors_of(&n, 105, [5; 32]).await, 1);
 }
 
 #[tokio::test]

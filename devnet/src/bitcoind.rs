@@ -1,5 +1,7 @@
 //! A throwaway `bitcoind -regtest` for tests and the devnet: own temporary datadir, free RPC
-//! port, generated credentials; killed and reaped on drop.
+//! port, generated credentials; killed and reaped on drop, stopped with SIGTERM by
+//! [`BitcoindProcess::terminate`], and (on Linux) sent SIGTERM by the kernel when the thread that
+//! started it exits, so even a `kill -9` of its owner does not leave it running.
 //!
 //! The binary is found through the environment variable `BITCOIND_EXE`, else in the cache that
 //! `scripts/install-bitcoind.sh` fills: `$KRAY_BITCOIND_CACHE` (default
@@ -209,6 +211,7 @@ impl BitcoindProcess {
             .stdout(Stdio::null())
             .stderr(stderr);
         tracing::info!(exe = %exe.display(), datadir = %datadir.path().display(), rpc_port, "starting bitcoind -regtest");
+        crate::process::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|source| BitcoindError::Io { context: format!("spawning {}", exe.display()), source })?;
@@ -313,6 +316,18 @@ impl BitcoindProcess {
 
     fn rpc_client_with_timeout(&self, timeout: Duration) -> RpcClient {
         RpcClient::with_timeout(self.rpc_url(), &self.rpc_user, &self.rpc_password, timeout)
+    }
+
+    /// Stops bitcoind with SIGTERM (its graceful shutdown), waiting up to `grace` before killing it;
+    /// reaped either way. Later calls (and drop) do nothing.
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            match crate::process::terminate(&mut child, grace) {
+                Ok(status) => tracing::info!(pid, %status, "bitcoind stopped"),
+                Err(e) => tracing::warn!(pid, error = %e, "stopping bitcoind"),
+            }
+        }
     }
 
     /// Stops bitcoind gracefully (RPC `stop`, then waits up to 30 s before killing it).

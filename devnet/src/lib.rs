@@ -6,6 +6,7 @@ pub mod flood;
 pub mod guardian;
 pub mod l1tx;
 pub mod node_facts;
+pub mod process;
 pub mod rpc;
 pub mod runes;
 pub mod runner;

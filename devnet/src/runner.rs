@@ -396,6 +396,17 @@ impl Devnet {
         Ok(d)
     }
 
+    /// The OS process id of the devnet's bitcoind, while it runs.
+    pub fn bitcoind_pid(&self) -> Option<u32> {
+        self.node.pid()
+    }
+
+    /// Stops the devnet's bitcoind: SIGTERM, up to `grace` for its clean shutdown, then SIGKILL.
+    /// (Dropping the devnet kills it at once.)
+    pub fn stop_bitcoind(&mut self, grace: Duration) {
+        self.node.terminate(grace);
+    }
+
     /// The RPC client of the devnet's node.
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc

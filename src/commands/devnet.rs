@@ -46,7 +46,7 @@ pub struct DevnetArgs {
     /// Bridge internal key = the first signer's key (key-path spendable, as the JavaScript).
     #[arg(long)]
     pub legacy_internal_key: bool,
-    /// Stop after N seconds (default: run until Ctrl-C).
+    /// Stop after N seconds (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     pub for_seconds: Option<u64>,
     /// Also run a guardian (`kray-guardian run`, a separate process) watching this devnet, in this
@@ -58,7 +58,35 @@ pub struct DevnetArgs {
     pub guardian_port: u16,
 }
 
-/// Run the devnet until Ctrl-C or `--for-seconds`.
+/// How long a child (the guardian, bitcoind) has to exit after SIGTERM before it is killed.
+const CHILD_STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// SIGINT (Ctrl-C) and SIGTERM (systemd, Docker, test harnesses), listened to from the start, so
+/// either one stops the devnet and everything it started.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    /// The name of the next stop signal.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// Run the devnet until Ctrl-C, SIGTERM or `--for-seconds`; its bitcoind and guardian stop with it.
 pub fn run(args: &DevnetArgs) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run_async(args))
@@ -78,21 +106,38 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
         legacy_internal_key: args.legacy_internal_key,
         ..DevnetConfig::default()
     };
-    let mut devnet = Devnet::start(config).await.context("starting the devnet")?;
+    let mut signals = StopSignals::new()?;
+    // A signal during the start drops the half-started devnet, which kills its bitcoind.
+    let mut devnet = tokio::select! {
+        d = Devnet::start(config) => d.context("starting the devnet")?,
+        sig = signals.recv() => {
+            println!("devnet: {sig} during startup; stopped");
+            return Ok(0);
+        }
+    };
     let info = devnet.info.clone();
     println!("devnet up");
     println!("  API:      {}", info.api_url);
     println!("  admin:    {}", info.admin_url);
     println!("  bitcoind: {}", info.bitcoind_url);
     println!("  data:     {}", info.data_dir.display());
+    if let Some(pid) = devnet.bitcoind_pid() {
+        println!("  bitcoind pid: {pid}");
+    }
     println!("  rune:     {}   bridge: {}", info.rune_id, info.bridge_address);
     for (i, a) in info.user_addresses.iter().enumerate() {
         println!("  user {i}:   {a}");
     }
-    println!("  replay (while the devnet runs; its bitcoind stops with it):");
+    println!("  replay (while the devnet runs; its bitcoind stops with it, on Ctrl-C or SIGTERM):");
     println!("    {}", info.replay_command());
     let mut guardian = match &args.guardian {
-        Some(mode) => Some(start_guardian(&info, mode, args.guardian_port)?),
+        Some(mode) => match start_guardian(&info, mode, args.guardian_port) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                devnet.stop_bitcoind(CHILD_STOP_GRACE);
+                return Err(e);
+            }
+        },
         None => None,
     };
     let stats = Arc::new(TrafficStats::default());
@@ -110,21 +155,27 @@ async fn run_async(args: &DevnetArgs) -> anyhow::Result<u8> {
     });
     let secs = args.for_seconds;
     let stop = async move {
-        match secs {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        let why = match secs {
+            Some(s) => tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(s)) => "--for-seconds elapsed",
+                sig = signals.recv() => sig,
+            },
+            None => signals.recv().await,
+        };
+        println!("devnet stopping ({why})");
     };
     let result = devnet.run(stop).await;
     if let Some(t) = traffic {
         t.abort();
     }
+    // The guardian first (it talks to bitcoind), then bitcoind; each gets SIGTERM and a bounded wait.
     if let Some(g) = guardian.as_mut() {
-        let _ = g.kill();
-        let _ = g.wait();
+        match kray_devnet::process::terminate(g, CHILD_STOP_GRACE) {
+            Ok(status) => tracing::info!(pid = g.id(), %status, "guardian stopped"),
+            Err(e) => tracing::warn!(pid = g.id(), error = %e, "stopping the guardian"),
+        }
     }
+    devnet.stop_bitcoind(CHILD_STOP_GRACE);
     result.context("devnet")?;
     println!(
         "devnet stopped at height {}; transfers accepted {}, refused {}",
@@ -150,17 +201,16 @@ fn start_guardian(
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone().context("log file")?;
     let exe = std::env::current_exe().context("locating kray-guardian")?;
-    let child = std::process::Command::new(exe)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .context("starting the guardian")?;
+    let mut cmd = std::process::Command::new(exe);
+    // Even a `kill -9` of the devnet stops its guardian (Linux parent-death signal).
+    kray_devnet::process::die_with_parent(&mut cmd);
+    let child =
+        cmd.args(["run", "--config"]).arg(&config).stdout(out).stderr(err).spawn().context("starting the guardian")?;
     println!(
         "  guardian: http://127.0.0.1:{port}/v1/status  ({mode} mode; config {}, log {})",
         config.display(),
         log.display()
     );
+    println!("  guardian pid: {}", child.id());
     Ok(child)
 }

@@ -93,7 +93,8 @@ impl Actor {
                 let sc = SenderConfig {
                     fees,
                     stuck_blocks: u64::from(cfg.anchoring.bump_after_blocks),
-                    ..SenderConfig::default()
+                    // Settled sends are re-checked for reorgs, and kept in full in the journal, this deep.
+                    reorg_depth: u64::from(cfg.finality_depth),
                 };
                 sender = Some(Sender::new(client, k, journal, sc));
             }
