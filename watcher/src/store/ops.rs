@@ -691,7 +691,7 @@ macro_rules! backend_ops {
 
             pub(crate) async fn copies_after(pool: &Pool<Db>, seq: u64, span: u64) -> Result<Vec<CopyRef>> {
                 let rows: Vec<CopyRefRow> = sqlx::query_as(
-                    "SELECT batch_id, content_hash, seq, LENGTH(raw) AS size FROM batches \
+                    "SELECT batch_id, content_hash, seq, CAST(LENGTH(raw) AS BIGINT) AS size FROM batches \
                      WHERE seq > $1 AND seq < (SELECT COALESCE(MIN(seq), 0) FROM batches WHERE seq > $1) + $2 \
                      ORDER BY seq, batch_id, content_hash",
                 )
@@ -716,7 +716,7 @@ macro_rules! backend_ops {
                     "SELECT batch_id, content_hash, source, SUBSTR(raw, 1, $1) AS head FROM batches \
                      ORDER BY batch_id, received_at, content_hash",
                 )
-                .bind(to_i64(head_len)?)
+                .bind(i32::try_from(head_len).map_err(|_| StoreError::OutOfRange(head_len))?)
                 .fetch_all(pool)
                 .await?;
                 rows.into_iter()
