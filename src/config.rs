@@ -20,6 +20,8 @@ pub const ENV_PREFIX: &str = "KRAY_GUARDIAN_";
 
 /// The environment variable naming the config file (read by [`RunArgs`] through clap).
 pub const ENV_CONFIG: &str = "KRAY_GUARDIAN_CONFIG";
+/// The client commands' variable (`withdrawal`: the guardian to ask); not a key, accepted by `run`.
+pub const ENV_CLIENT_URL: &str = "KRAY_GUARDIAN_URL";
 
 /// Replacement text for a secret.
 pub const MASK: &str = "***";
@@ -212,6 +214,28 @@ impl BitcoindConfig {
     /// The RPC password: `password`, or the value of the variable `password_env` names (read at load).
     pub fn password(&self) -> Option<&Secret> {
         self.password.as_ref().or(self.resolved_password.as_ref())
+    }
+
+    /// The login configured apart from the URL: `cookie_file`, else `user` with the password; `None`
+    /// when the credentials are in `url` (or missing, which validation refuses).
+    pub fn auth(&self) -> Option<kray_watcher::chain::BitcoindAuth> {
+        use kray_watcher::chain::BitcoindAuth;
+        match (&self.cookie_file, &self.user) {
+            (Some(path), _) => Some(BitcoindAuth::Cookie(path.clone())),
+            (None, Some(user)) => Some(BitcoindAuth::UserPass {
+                user: user.clone(),
+                password: self.password().map(|p| p.expose().to_string()).unwrap_or_default(),
+            }),
+            (None, None) => None,
+        }
+    }
+
+    /// The guardian's bitcoind client for this section (the chain source and the sender both use it).
+    pub fn rpc(&self) -> anyhow::Result<kray_watcher::chain::BitcoindRpc> {
+        use anyhow::Context;
+        let url = self.url.as_deref().context("bitcoind.url is required")?;
+        kray_watcher::chain::BitcoindRpc::new(url, self.auth(), std::time::Duration::from_secs(self.timeout_secs))
+            .context("[bitcoind]")
     }
 }
 
@@ -736,6 +760,7 @@ impl GuardianConfig {
         // Variables that are neither keys nor the config path nor named by a `*_env` key are typos.
         let mut known: BTreeSet<String> = ENV_KEYS.iter().map(EnvKey::env_name).collect();
         known.insert(ENV_CONFIG.to_string());
+        known.insert(ENV_CLIENT_URL.to_string());
         known.extend(cfg.referenced_env_vars());
         for name in env.keys().filter(|k| k.starts_with(ENV_PREFIX)) {
             if !known.contains(name) {
@@ -754,6 +779,7 @@ impl GuardianConfig {
         if let Err(e) = cfg.validate() {
             problems.extend(e.problems);
         }
+        problems.extend(cfg.alert_sink_problems(&env));
         if problems.is_empty() {
             Ok(cfg)
         } else {
@@ -821,11 +847,8 @@ impl GuardianConfig {
         if let Err(e) = self.alerts_config() {
             p.push(e);
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            p.push(format!(
-                "log.level ({:?}) is not a level (error, warn, info, debug, trace) or filter: {e}",
-                self.log.level
-            ));
+        if let Err(e) = check_log_level(&self.log.level) {
+            p.push(e);
         }
         if p.is_empty() {
             Ok(())
@@ -864,14 +887,20 @@ impl GuardianConfig {
         if let Some(c) = &self.rune_checkpoint {
             if !c.is_file() {
                 p.push(format!("rune_checkpoint ({}) is not an existing file", c.display()));
+            } else if let Err(e) = crate::daemon::checkpoint::load(c) {
+                p.push(format!("{e:#}"));
             }
             if self.start_height.is_none() {
                 p.push("rune_checkpoint needs start_height (the height the checkpoint is taken just below)".into());
             }
         }
-        if let Some(g) = &self.genesis {
-            if !g.is_file() {
-                p.push(format!("genesis ({}) is not an existing file", g.display()));
+        match &self.genesis {
+            None => p.push("genesis: the L2 genesis file (JSON, published by the federation) is required".into()),
+            Some(g) if !g.is_file() => p.push(format!("genesis ({}) is not an existing file", g.display())),
+            Some(g) => {
+                if let Err(e) = self.check_genesis(g) {
+                    p.push(format!("genesis ({}): {e}", g.display()));
+                }
             }
         }
         if let Some(r) = &self.rune_id {
@@ -892,7 +921,13 @@ impl GuardianConfig {
     fn validate_l1(&self, p: &mut Vec<String>) {
         let b = &self.bitcoind;
         if b.url.is_none() && self.electrum.url.is_none() {
-            p.push("no L1 backend: set bitcoind.url (or electrum.url)".into());
+            p.push("no L1 backend: set bitcoind.url".into());
+        } else if b.url.is_none() {
+            p.push(
+                "electrum.url alone is not enough: `run` follows L1 through bitcoind (anchors, deposits, its own \
+                 transactions), so set bitcoind.url; an Electrum-only guardian is not supported yet"
+                    .into(),
+            );
         }
         if let Some(u) = &b.url {
             match Url::parse(u) {
@@ -901,6 +936,13 @@ impl GuardianConfig {
                     let user_pass = b.user.is_some() || b.password.is_some() || b.password_env.is_some();
                     if b.password.is_some() && b.password_env.is_some() {
                         p.push("bitcoind.password and bitcoind.password_env are both set; keep one".into());
+                    }
+                    if in_url && (user_pass || b.cookie_file.is_some()) {
+                        p.push(
+                            "bitcoind.url carries a user and password and bitcoind.cookie_file or bitcoind.user/password \
+                             is set too; keep one"
+                                .into(),
+                        );
                     }
                     if b.cookie_file.is_some() && user_pass {
                         p.push("bitcoind.cookie_file and bitcoind.user/password are both set; keep one".into());
@@ -1055,9 +1097,77 @@ impl GuardianConfig {
 
     /// The `[alerts]` table as the alerts crate's configuration; the error names the section.
     pub fn alerts_config(&self) -> Result<kray_alerts::AlertsConfig, String> {
-        toml::Value::Table(self.alerts.clone())
+        let config: kray_alerts::AlertsConfig = toml::Value::Table(self.alerts.clone())
             .try_into()
-            .map_err(|e: toml::de::Error| format!("alerts: {}", e.message().trim_end()))
+            .map_err(|e: toml::de::Error| format!("alerts: {}", e.message().trim_end()))?;
+        // A sink's own keys are flattened into it, where serde cannot refuse unknown ones: a key that
+        // does not survive a parse and re-serialization is not a key of that sink.
+        let raw = self.alerts.get("sinks").and_then(toml::Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        let mut unknown = Vec::new();
+        for (i, (raw, parsed)) in raw.iter().zip(&config.sinks).enumerate() {
+            let (Some(raw), Ok(toml::Value::Table(known))) = (raw.as_table(), toml::Value::try_from(parsed)) else {
+                continue;
+            };
+            for k in raw.keys().filter(|k| !known.contains_key(*k)) {
+                unknown.push(format!(
+                    "alerts.sinks[{i}] (type {}): unknown key {k:?} (see alerts/src/config.rs for the keys)",
+                    parsed.kind.type_name()
+                ));
+            }
+        }
+        if unknown.is_empty() {
+            Ok(config)
+        } else {
+            Err(unknown.join("\n"))
+        }
+    }
+
+    /// What `run` would refuse in the alert sinks, with `env` as the process environment: a variable a
+    /// `*_env` key names that is unset or empty, a URL that is not http(s), a sink the alerts crate
+    /// cannot build.
+    pub fn alert_sink_problems(&self, env: &BTreeMap<String, String>) -> Vec<String> {
+        let mut p = Vec::new();
+        let Ok(config) = self.alerts_config() else { return p };
+        let raw = self.alerts.get("sinks").and_then(toml::Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        for (i, sink) in raw.iter().enumerate() {
+            let Some(t) = sink.as_table() else { continue };
+            let kind = t.get("type").and_then(toml::Value::as_str).unwrap_or("?");
+            for (k, v) in t.iter().filter(|(k, _)| k.ends_with("_env")) {
+                let Some(var) = v.as_str() else { continue };
+                if env.get(var).is_none_or(String::is_empty) {
+                    p.push(format!("alerts.sinks[{i}] (type {kind}): {k} names {var}, which is not set or empty"));
+                }
+            }
+            let url = match (t.get("url").and_then(toml::Value::as_str), t.get("url_env").and_then(toml::Value::as_str))
+            {
+                (Some(u), _) => Some(u.to_string()),
+                (None, Some(var)) => env.get(var).filter(|v| !v.is_empty()).cloned(),
+                (None, None) => None,
+            };
+            if let Some(u) = url {
+                if !is_http_url(&u) {
+                    p.push(format!(
+                        "alerts.sinks[{i}] (type {kind}): url ({}) must be an http:// or https:// URL",
+                        show_url(&u)
+                    ));
+                }
+            }
+        }
+        // The alerts crate's own checks (names, SMTP addresses, retry, rate); its reads of the process
+        // environment are checked above against `env` instead.
+        p.extend(build_alert_sinks(&config).into_iter().map(|e| format!("alerts: {e}")));
+        p
+    }
+
+    /// Parses the genesis and builds its state with the profile, as `run` does.
+    fn check_genesis(&self, path: &Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).context("cannot read it")?;
+        let genesis = kray_replayer::genesis::Genesis::from_json(&text)?;
+        if let Ok(profile) = kray_replayer::Profile::load(&self.profile) {
+            genesis.build(&profile)?;
+        }
+        Ok(())
     }
 
     /// Names of the environment variables the configuration points at (values of `*_env` keys, e.g.
@@ -1108,6 +1218,58 @@ impl fmt::Debug for GuardianConfig {
     }
 }
 
+/// Builds the alert sinks as `run` does (the alerts crate's own checks), each alone and then all
+/// together; a missing environment variable is not reported here (checked against the given env).
+fn build_alert_sinks(config: &kray_alerts::AlertsConfig) -> Vec<String> {
+    let build = |c: &kray_alerts::AlertsConfig| match kray_alerts::build_sinks(c) {
+        Ok(_) | Err(kray_alerts::AlertsError::MissingEnv { .. }) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    let all = || {
+        let mut out: Vec<String> = config
+            .sinks
+            .iter()
+            .filter_map(|s| build(&kray_alerts::AlertsConfig { sinks: vec![s.clone()], ..config.clone() }))
+            .collect();
+        if out.is_empty() {
+            out.extend(build(config));
+        }
+        out
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return all();
+    }
+    // SMTP transports are built for tokio: give them a runtime, as `run` does.
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => {
+            let _guard = rt.enter();
+            all()
+        }
+        Err(e) => vec![format!("cannot start a runtime to check the sinks: {e}")],
+    }
+}
+
+/// `log.level` must be a level or an `EnvFilter` directive list whose bare words are levels: a bare
+/// word is a target for `EnvFilter`, so a typo such as `verbose` would silently turn every log off.
+pub fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let hint = "a level (trace, debug, info, warn, error, off) or directives such as \"kray_guardian=debug,info\"";
+    if level.trim().is_empty() {
+        return Err(format!("log.level is empty: give {hint}"));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level) {
+        return Err(format!("log.level ({level:?}) is not {hint}: {e}"));
+    }
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && !d.contains('[') && !LEVELS.contains(&d.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "log.level ({level:?}): {d:?} is not a level; give {hint} (for a module write NAME=LEVEL)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn is_http_url(s: &str) -> bool {
     Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
@@ -1142,6 +1304,7 @@ mod tests {
 mode = "watch"
 data_dir = "data"
 profile = "regtest"
+genesis = "genesis.json"
 
 [bitcoind]
 url = "http://127.0.0.1:18443"
@@ -1154,7 +1317,18 @@ url = "http://127.0.0.1:9000"
 role = "sequencer"
 "#;
 
+    /// A valid regtest genesis (JSON), generated once.
+    fn genesis_json() -> &'static str {
+        static G: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        G.get_or_init(|| {
+            let profile = kray_replayer::Profile::load("regtest").unwrap();
+            let spec = kray_devnet::workload::WorkloadSpec { accounts: 2, txs: 1, batch_size: 1, seed: 1, fault: None };
+            serde_json::to_string(&kray_devnet::workload::generate(&profile, &spec).unwrap().genesis).unwrap()
+        })
+    }
+
     fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::write(dir.join("genesis.json"), genesis_json()).unwrap();
         let path = dir.join("guardian.toml");
         std::fs::write(&path, text).unwrap();
         path
@@ -1302,7 +1476,7 @@ role = "sequencer"
             ("KRAY_GUARDIAN_LOG_FORMAT", "json"),
             ("KRAY_GUARDIAN_HTTP_ADMIN_LISTEN", "127.0.0.1:8081"),
             // An empty value means "the default": the file's user/password stay, this removes nothing set.
-            ("KRAY_GUARDIAN_GENESIS", ""),
+            ("KRAY_GUARDIAN_RUNE_CHECKPOINT", ""),
             ("PATH", "/usr/bin"),
         ];
         let (_d, cfg) = load_ok(BASE, &env_pairs, &CliOverrides::default());
@@ -1313,7 +1487,7 @@ role = "sequencer"
         assert_eq!(cfg.anchoring.fee_cap_sat_vb, 500);
         assert_eq!(cfg.log.format, LogFormat::Json);
         assert_eq!(cfg.http.admin_listen.as_deref(), Some("127.0.0.1:8081"));
-        assert_eq!(cfg.genesis, None);
+        assert_eq!(cfg.rune_checkpoint, None);
         // The file's password survives the env round trip.
         assert_eq!(cfg.bitcoind.password().map(Secret::expose), Some("file-rpc-secret"));
     }
@@ -1536,10 +1710,80 @@ role = "sequencer"
         c.bitcoind.url = Some("http://127.0.0.1:18443".into());
         c.bitcoind.cookie_file = Some("/var/lib/bitcoind/.cookie".into());
         c.validate().unwrap();
-        // Electrum alone is a backend too.
+        // Both the URL's credentials and a cookie: ambiguous.
+        let mut both = c.clone();
+        both.bitcoind.url = Some("http://u:p@127.0.0.1:18443".into());
+        assert!(both.validate().unwrap_err().to_string().contains("bitcoind.url carries a user and password"));
+        // The client takes the cookie (read when calling, not now) or the URL's credentials.
+        assert!(matches!(c.bitcoind.rpc().unwrap().auth(), kray_watcher::chain::BitcoindAuth::Cookie(_)));
+        c.bitcoind.cookie_file = None;
+        c.bitcoind.url = Some("http://u:p@127.0.0.1:18443".into());
+        assert!(matches!(
+            c.bitcoind.rpc().unwrap().auth(),
+            kray_watcher::chain::BitcoindAuth::UserPass { user, .. } if user == "u"
+        ));
+        // Electrum alone is refused while `run` needs bitcoind.
         c.bitcoind.url = None;
         c.electrum.url = Some("ssl://electrum.example:50002".into());
-        c.validate().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("electrum.url alone is not enough"));
+    }
+
+    #[test]
+    fn log_level_typos_are_refused() {
+        for ok in ["info", "WARN", "trace", "off", "kray_guardian=debug,info", "info,kray_watcher=trace", "debug,"] {
+            check_log_level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["verbose", "info,verbose", "", "kray_guardian=verbose", "info,=x=y"] {
+            let e = check_log_level(bad).expect_err(bad);
+            assert!(e.contains("log.level"), "{e}");
+        }
+        assert_problem(|c| c.log.level = "verbose".into(), "\"verbose\" is not a level");
+    }
+
+    #[test]
+    fn genesis_is_required_and_must_build() {
+        assert_problem(|c| c.genesis = None, "genesis: the L2 genesis file");
+        let (dir, mut cfg) = load_ok(BASE, &[], &CliOverrides::default());
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{}").unwrap();
+        cfg.genesis = Some(bad);
+        assert!(cfg.validate().unwrap_err().to_string().contains("bad.json"));
+    }
+
+    #[test]
+    fn the_client_url_variable_is_not_a_config_typo() {
+        let (_d, _cfg) = load_ok(BASE, &[("KRAY_GUARDIAN_URL", "http://127.0.0.1:8080")], &CliOverrides::default());
+    }
+
+    #[test]
+    fn alert_sinks_are_checked_as_run_checks_them() {
+        let with = |sink: &str| format!("{BASE}\n[alerts]\n[[alerts.sinks]]\n{sink}\n");
+        // A secret variable that is not set.
+        let slack = with("type = \"slack\"\nurl_env = \"KRAY_TEST_SLACK\"");
+        let e = load_err(&slack, &[]);
+        assert!(e.contains("alerts.sinks[0] (type slack): url_env names KRAY_TEST_SLACK, which is not set"), "{e}");
+        let e = load_err(&with("type = \"pagerduty\"\nrouting_key_env = \"KRAY_TEST_PD\""), &[]);
+        assert!(e.contains("routing_key_env names KRAY_TEST_PD"), "{e}");
+        // A URL that does not parse, given directly or through the variable.
+        let e = load_err(&with("type = \"webhook\"\nurl = \"hooks.example/x\""), &[]);
+        assert!(e.contains("alerts.sinks[0] (type webhook): url (hooks.example/x) must be an http"), "{e}");
+        let e = load_err(&slack, &[("KRAY_TEST_SLACK", "not a url")]);
+        assert!(e.contains("must be an http"), "{e}");
+        // An unknown key of the sink's own (flattened, so serde alone accepts it).
+        let e = load_err(&with("type = \"webhook\"\nurl = \"https://h.example/x\"\nuri = \"x\""), &[]);
+        assert!(e.contains("alerts") && e.contains("uri"), "{e}");
+        let e = load_err(&with("type = \"log\"\nurl = \"https://h.example/x\""), &[]);
+        assert!(e.contains("alerts.sinks[0] (type log): unknown key \"url\""), "{e}");
+        // The alerts crate's own checks (here an SMTP sink with no recipient).
+        let e = load_err(&with("type = \"smtp\"\nhost = \"smtp.example\"\nfrom = \"g@example.com\"\nto = []"), &[]);
+        assert!(e.contains("no recipient"), "{e}");
+        // Valid sinks pass.
+        load_ok(
+            &with("type = \"webhook\"\nurl = \"https://h.example/x\"\nname = \"ops\""),
+            &[],
+            &CliOverrides::default(),
+        );
+        load_ok(&with("type = \"log\"\nmin_severity = \"P1\""), &[], &CliOverrides::default());
     }
 
     #[test]

@@ -31,6 +31,17 @@ fn init(out: &Path, extra: &[&str]) -> Output {
     run(bin().arg("init").arg("--output").arg(out).args(extra))
 }
 
+/// Writes a valid `genesis.json` for `network` next to the config `out` (the example names it).
+fn genesis(out: &Path, network: &str) {
+    let dir = out.parent().expect("dir");
+    let gen = dir.join("gen");
+    let o = run(bin()
+        .args(["gen-workload", "--profile", network, "--accounts", "2", "--txs", "1", "--batch-size", "1", "--out"])
+        .arg(&gen));
+    assert!(o.status.success(), "gen-workload: {}", stderr(&o));
+    std::fs::copy(gen.join("genesis.json"), dir.join("genesis.json")).expect("copy genesis");
+}
+
 fn check(file: &Path, env: &[(&str, &str)]) -> Output {
     let mut c = bin();
     c.arg("init").arg("--check").arg(file);
@@ -58,6 +69,11 @@ fn init_writes_an_example_that_loads() {
             let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "the config may hold secrets");
         }
+        // Without the federation's genesis the example is refused, as `run` would refuse it.
+        let o = check(&out, &[]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("genesis.json) is not an existing file"), "{}", stderr(&o));
+        genesis(&out, network);
         let o = check(&out, &[]);
         assert!(o.status.success(), "the {network} example does not validate: {}", stderr(&o));
         assert!(stdout(&o).contains(&format!("profile = \"{network}\"")), "{}", stdout(&o));
@@ -85,6 +101,7 @@ fn check_applies_env_masks_secrets_and_names_bad_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("guardian.toml");
     assert!(init(&out, &["--network", "regtest"]).status.success());
+    genesis(&out, "regtest");
     // Env overrides the file; the secret in the database URL is never printed.
     let o = check(
         &out,
@@ -122,6 +139,7 @@ fn full_mode_example_validates_with_a_private_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("guardian.toml");
     assert!(init(&out, &["--network", "regtest"]).status.success());
+    genesis(&out, "regtest");
     let text = std::fs::read_to_string(&out)
         .unwrap()
         .replace("mode = \"watch\"", "mode = \"full\"")
@@ -142,4 +160,46 @@ fn full_mode_example_validates_with_a_private_key_file() {
     let o = check(&out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("is valid (mode full)"), "{}", stderr(&o));
+}
+
+/// Every configuration `run` refuses, `init --check` refuses too, naming the problem.
+#[test]
+fn check_refuses_what_run_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("guardian.toml");
+    assert!(init(&out, &["--network", "regtest"]).status.success());
+    genesis(&out, "regtest");
+    let text = std::fs::read_to_string(&out).unwrap();
+    // The example logs in with the cookie file only, and is valid.
+    assert!(text.contains("\ncookie_file = ") && !text.contains("\nuser = "), "{text}");
+    let o = check(&out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The withdrawal command's variable is not a typo of a config variable.
+    let o = check(&out, &[("KRAY_GUARDIAN_URL", "http://127.0.0.1:8080")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refused = |changed: String, env: &[(&str, &str)], expected: &str| {
+        std::fs::write(&out, changed).unwrap();
+        let o = check(&out, env);
+        assert_eq!(o.status.code(), Some(1), "accepted, expected {expected:?}");
+        assert!(stderr(&o).contains(expected), "expected {expected:?} in:\n{}", stderr(&o));
+    };
+    refused(text.replace("level = \"info\"", "level = \"verbose\""), &[], "\"verbose\" is not a level");
+    refused(text.replace("genesis = \"genesis.json\"", ""), &[], "genesis: the L2 genesis file");
+    refused(
+        text.replace("url = \"http://127.0.0.1:18443\"", "").replace("# url = \"ssl://", "url = \"ssl://"),
+        &[],
+        "electrum.url alone is not enough",
+    );
+    let with_sink = |sink: &str| text.replace("sinks = []\n", "") + &format!("\n[[alerts.sinks]]\n{sink}\n");
+    refused(
+        with_sink("type = \"slack\"\nurl_env = \"KRAY_TEST_SLACK_URL\""),
+        &[],
+        "KRAY_TEST_SLACK_URL, which is not set",
+    );
+    refused(with_sink("type = \"webhook\"\nurl = \"not-a-url\""), &[], "must be an http:// or https:// URL");
+    refused(with_sink("type = \"log\"\nurl = \"https://h.example/x\""), &[], "unknown key \"url\"");
+    // The same sink with its variable set is fine.
+    std::fs::write(&out, with_sink("type = \"slack\"\nurl_env = \"KRAY_TEST_SLACK_URL\"")).unwrap();
+    let o = check(&out, &[("KRAY_TEST_SLACK_URL", "https://hooks.example/T/B/x")]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }

@@ -674,6 +674,15 @@ fn dockerfile_matches_the_binary() {
     let bin = env!("CARGO_BIN_EXE_kray-guardian");
     let out = Command::new(bin).args(["init", "--network", "regtest", "--output"]).arg(&config).output().expect("init");
     assert!(out.status.success(), "{out:?}");
+    // The example names genesis.json next to it; `init --check` refuses a config without it.
+    let gen = dir.path().join("gen");
+    let out = Command::new(bin)
+        .args(["gen-workload", "--accounts", "2", "--txs", "1", "--batch-size", "1", "--out"])
+        .arg(&gen)
+        .output()
+        .expect("gen-workload");
+    assert!(out.status.success(), "{out:?}");
+    std::fs::copy(gen.join("genesis.json"), dir.path().join("genesis.json")).expect("genesis");
     let data = dir.path().join("data");
     let mut check = Command::new(bin);
     check.args(["init", "--check"]).arg(&config);

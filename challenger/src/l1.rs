@@ -1,5 +1,6 @@
 //! The sender's view of the L1 node: a small trait ([`L1Client`]) so unit tests can script it, and its
-//! bitcoind implementation over JSON-RPC ([`BitcoindL1`], reqwest, basic auth).
+//! bitcoind implementation ([`BitcoindL1`]) over the guardian's one bitcoind JSON-RPC client
+//! ([`BitcoindRpc`], shared with the watcher's chain source: same logins, same login status).
 //!
 //! The guardian's coins come from `scantxoutset` on its own output script: the project's bitcoind is
 //! built without the wallet, `scantxoutset` needs no wallet state, no import and no rescan, and it sees
@@ -8,11 +9,11 @@
 //! `getrawtransaction txid true`, which needs `-txindex` for confirmed transactions.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bitcoin::consensus::encode::serialize_hex;
 use bitcoin::{Amount, BlockHash, FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use kray_watcher::chain::{BitcoindAuth, BitcoindRpc, RpcError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -45,6 +46,10 @@ pub enum L1Error {
     /// The node could not be reached or answered garbage: retry later.
     #[error("L1 node unreachable: {0}")]
     Transport(String),
+    /// The node refused the login (HTTP 401 or an unusable cookie file): the operator must fix the
+    /// credentials; see [`BitcoindRpc::auth_status`].
+    #[error("L1 node rejected the credentials: {0}")]
+    Unauthorized(String),
     /// The node answered with an error (e.g. a transaction rejected by policy).
     #[error("L1 node error {code}: {message}")]
     Rpc {
@@ -77,20 +82,12 @@ pub trait L1Client {
     fn tx_state(&self, txid: &Txid) -> impl Future<Output = Result<ChainTxState, L1Error>> + Send;
 }
 
-/// [`L1Client`] over bitcoind's JSON-RPC.
+/// [`L1Client`] over bitcoind's JSON-RPC: the guardian's one bitcoind client
+/// ([`BitcoindRpc`](kray_watcher::chain::BitcoindRpc)), with its logins (cookie file, user and password,
+/// credentials in the URL) and its login status.
+#[derive(Debug, Clone)]
 pub struct BitcoindL1 {
-    http: reqwest::Client,
-    url: String,
-    user: String,
-    password: String,
-    next_id: AtomicU64,
-}
-
-impl std::fmt::Debug for BitcoindL1 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The RPC password is never printed.
-        f.debug_struct("BitcoindL1").field("url", &self.url).field("user", &self.user).finish_non_exhaustive()
-    }
+    rpc: BitcoindRpc,
 }
 
 #[derive(Deserialize)]
@@ -111,43 +108,39 @@ struct ScanResult {
     unspents: Vec<ScanUnspent>,
 }
 
+impl From<RpcError> for L1Error {
+    fn from(e: RpcError) -> Self {
+        match e {
+            RpcError::Transport(m) => L1Error::Transport(m),
+            RpcError::Config(m) => L1Error::Transport(m),
+            RpcError::Unauthorized { method, reason } => L1Error::Unauthorized(format!("{method}: {reason}")),
+            RpcError::Rpc { code, message } => L1Error::Rpc { code, message },
+            RpcError::Decode { method, reason } => L1Error::Decode { method, reason },
+        }
+    }
+}
+
 impl BitcoindL1 {
-    /// A client for `url` with basic auth and a per-request `timeout` (the password is never logged).
-    pub fn new(
-        url: impl Into<String>,
-        user: impl Into<String>,
-        password: impl Into<String>,
-        timeout: Duration,
-    ) -> Self {
-        let http = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
-        Self { http, url: url.into(), user: user.into(), password: password.into(), next_id: AtomicU64::new(1) }
+    /// A client for `url` with user and password and a per-request `timeout` (the password is never
+    /// logged).
+    pub fn new(url: &str, user: &str, password: &str, timeout: Duration) -> Result<Self, L1Error> {
+        let auth = BitcoindAuth::UserPass { user: user.to_owned(), password: password.to_owned() };
+        Ok(Self::from_rpc(BitcoindRpc::new(url, Some(auth), timeout)?))
+    }
+
+    /// A sender's client over an existing bitcoind client (shared with the chain source or not).
+    pub fn from_rpc(rpc: BitcoindRpc) -> Self {
+        Self { rpc }
+    }
+
+    /// The underlying client (its [`auth_status`](BitcoindRpc::auth_status) says whether bitcoind accepts
+    /// the login).
+    pub fn rpc(&self) -> &BitcoindRpc {
+        &self.rpc
     }
 
     async fn call<T: DeserializeOwned>(&self, method: &str, params: Value) -> Result<T, L1Error> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        tracing::trace!(method, "bitcoind rpc call");
-        let resp = self
-            .http
-            .post(&self.url)
-            .basic_auth(&self.user, Some(&self.password))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| L1Error::Transport(format!("{method}: {e}")))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| L1Error::Transport(format!("{method}: {e}")))?;
-        let reply: Value = serde_json::from_str(&text).map_err(|_| {
-            L1Error::Transport(format!("{method}: HTTP {status}: {}", text.chars().take(200).collect::<String>()))
-        })?;
-        if let Some(err) = reply.get("error").filter(|e| !e.is_null()) {
-            return Err(L1Error::Rpc {
-                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
-                message: err.get("message").and_then(Value::as_str).unwrap_or_default().to_string(),
-            });
-        }
-        let result = reply.get("result").cloned().unwrap_or(Value::Null);
-        serde_json::from_value(result).map_err(|e| L1Error::Decode { method: method.into(), reason: e.to_string() })
+        Ok(self.rpc.call(method, params).await?)
     }
 }
 
@@ -223,8 +216,26 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_node_is_a_transport_error() {
-        let c = BitcoindL1::new("http://127.0.0.1:9", "u", "s3cret-pw", Duration::from_secs(2));
+        let c = BitcoindL1::new("http://127.0.0.1:9", "u", "s3cret-pw", Duration::from_secs(2)).unwrap();
         assert!(!format!("{c:?}").contains("s3cret-pw"), "password never in Debug");
         assert!(matches!(c.tip_height().await, Err(L1Error::Transport(_))));
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_unauthorized() {
+        // A node that refuses every login, as bitcoind does with a wrong password.
+        let app =
+            axum::Router::new().route("/", axum::routing::post(|| async { axum::http::StatusCode::UNAUTHORIZED }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let c = BitcoindL1::new(&format!("http://{addr}"), "u", "bad", Duration::from_secs(5)).unwrap();
+        assert!(matches!(c.tip_height().await, Err(L1Error::Unauthorized(m)) if m.contains("user \"u\"")));
+        assert!(c.rpc().auth_status().problem().is_some());
+        // Credentials in the URL are used (and taken out of it).
+        let c = BitcoindL1::from_rpc(
+            BitcoindRpc::new(&format!("http://al:pw@{addr}"), None, Duration::from_secs(5)).unwrap(),
+        );
+        assert!(matches!(c.tip_height().await, Err(L1Error::Unauthorized(m)) if m.contains("from bitcoind.url")));
     }
 }

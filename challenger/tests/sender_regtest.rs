@@ -56,7 +56,8 @@ impl Node {
     }
 
     fn l1(&self) -> BitcoindL1 {
-        BitcoindL1::new(self.node.rpc_url(), self.node.rpc_user(), self.node.rpc_password(), Duration::from_secs(30))
+        BitcoindL1::new(&self.node.rpc_url(), self.node.rpc_user(), self.node.rpc_password(), Duration::from_secs(30))
+            .expect("client")
     }
 
     fn journal_path(&self) -> std::path::PathBuf {

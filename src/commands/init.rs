@@ -47,7 +47,7 @@ pub fn run(args: &InitArgs) -> anyhow::Result<u8> {
     GuardianConfig::from_toml_str(&text, "the built-in example")?;
     write_new(&args.output, &text, args.force)?;
     println!(
-        "wrote {} ({} example, mode watch). Set [bitcoind] and [[sources]], then check it with \
+        "wrote {} ({} example, mode watch). Set genesis, [bitcoind] and [[sources]], then check it with \
          `kray-guardian init --check {}`.",
         args.output.display(),
         match args.network {
@@ -84,8 +84,8 @@ fn write_new(path: &Path, text: &str, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The commented example configuration for `network`. It loads and validates as written (mode
-/// `watch`; bitcoind through its cookie file).
+/// The commented example configuration for `network`. It loads and validates as written once
+/// `genesis.json` is next to it (mode `watch`; bitcoind through its cookie file).
 pub fn example(network: ExampleNetwork) -> String {
     let (profile, port, cookie, source) = match network {
         ExampleNetwork::Mainnet => ("mainnet", 8332, "/var/lib/bitcoind/.cookie", "https://sequencer.example"),
@@ -121,8 +121,8 @@ data_dir = "guardian-data"
 # Protocol profile: a shipped name ("mainnet", "regtest") or a path to a profile TOML. Default: "mainnet".
 profile = "@PROFILE@"
 
-# The L2 genesis file (JSON). Default: unset.
-# genesis = "genesis.json"
+# The L2 genesis file (JSON) the federation publishes; checked against the profile. Required.
+genesis = "genesis.json"
 
 # Override the profile's rune id (BLOCK:TX). Default: the profile's.
 # rune_id = "925516:1550"
@@ -144,9 +144,10 @@ finality_depth = 6
 # The bitcoind JSON-RPC backend. Authenticate with cookie_file, or with user and password (or
 # password_env), or with credentials in the URL.
 [bitcoind]
-# JSON-RPC URL. Default: unset (then [electrum].url is needed).
+# JSON-RPC URL, optionally with credentials: http://USER:PASSWORD@HOST:PORT. Required.
 url = "http://127.0.0.1:@PORT@"
-# bitcoind's .cookie file (read when connecting). Default: unset.
+# bitcoind's .cookie file, read again whenever bitcoind restarts (it writes a new cookie at each
+# start); the guardian's user must be able to read it. Default: unset.
 cookie_file = "@COOKIE@"
 # RPC user. Default: unset.
 # user = "guardian"
@@ -157,7 +158,7 @@ cookie_file = "@COOKIE@"
 # Seconds before an RPC call counts as unreachable. Default: 30.
 timeout_secs = 30
 
-# An Electrum server as the L1 backend instead of bitcoind.
+# An Electrum server (not yet used by `run`, which needs bitcoind.url).
 [electrum]
 # tcp://HOST:PORT or ssl://HOST:PORT. Default: unset.
 # url = "ssl://electrum.example:50002"
@@ -244,7 +245,8 @@ sinks = []
 # min_severity = "P1"
 
 [log]
-# A level (error, warn, info, debug, trace) or a filter such as "info,kray_watcher=debug". Default: "info".
+# A level (error, warn, info, debug, trace, off) or directives such as "info,kray_watcher=debug"
+# (a bare word must be a level: a module is written NAME=LEVEL). Default: "info".
 level = "info"
 # "text" or "json". Default: "text".
 format = "text"
@@ -261,6 +263,17 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("guardian.toml");
             write_new(&path, &example(network), false).unwrap();
+            let env = std::iter::empty();
+            let e = GuardianConfig::load(Some(&path), env, &CliOverrides::default()).unwrap_err().to_string();
+            assert!(e.contains("genesis.json) is not an existing file"), "{e}");
+            let profile = kray_replayer::Profile::load(match network {
+                ExampleNetwork::Mainnet => "mainnet",
+                ExampleNetwork::Regtest => "regtest",
+            })
+            .unwrap();
+            let spec = kray_devnet::workload::WorkloadSpec { accounts: 2, txs: 1, batch_size: 1, seed: 1, fault: None };
+            let genesis = kray_devnet::workload::generate(&profile, &spec).unwrap().genesis;
+            std::fs::write(dir.path().join("genesis.json"), serde_json::to_string(&genesis).unwrap()).unwrap();
             let env = std::iter::empty();
             let cfg = GuardianConfig::load(Some(&path), env, &CliOverrides::default())
                 .unwrap_or_else(|e| panic!("{network:?} example: {e}"));

@@ -77,14 +77,7 @@ impl Actor {
                 key = Some(k.public_key().serialize());
                 tracing::info!(address = %k.address(), key = %k.public_key(), "guardian wallet (fund this address)");
                 let journal = Journal::open(&cfg.data_dir.join(JOURNAL_FILE)).context("opening the L1 send journal")?;
-                let b = &cfg.bitcoind;
-                let password = b.password().map(|p| p.expose().to_string()).unwrap_or_default();
-                let client = BitcoindL1::new(
-                    b.url.clone().unwrap_or_default(),
-                    b.user.clone().unwrap_or_default(),
-                    password,
-                    Duration::from_secs(b.timeout_secs),
-                );
+                let client = BitcoindL1::from_rpc(cfg.bitcoind.rpc()?);
                 let fees = FeePolicy {
                     floor: FeeRate::from_sat_per_vb(cfg.anchoring.fee_floor_sat_vb).unwrap_or(FeeRate::BROADCAST_MIN),
                     cap: FeeRate::from_sat_per_vb(cfg.anchoring.fee_cap_sat_vb).unwrap_or(FeeRate::BROADCAST_MIN),

@@ -111,12 +111,12 @@ pub async fn judge(
     let mut judged = Judged { anchors: report, ..Judged::default() };
     for f in &holding {
         if store.insert_finding(f).await.context("storing a finding")? {
-            tracing::warn!(kind = %f.kind, batch_id = ?f.batch_id, outpoint = ?f.outpoint, "new finding");
+            tracing::warn!(kind = %f.kind, batch_id = f.batch_id, outpoint = f.outpoint.as_ref().map(tracing::field::display), "new finding");
             judged.new.push(f.clone());
         } else if let Some(d) = f.deadline_height {
             // Found before its batch's anchor was seen: the deadline is known now (or moved with a reorg).
             if store.set_finding_deadline(&f.id, d).await.context("updating a deadline")? {
-                tracing::info!(kind = %f.kind, batch_id = ?f.batch_id, deadline = d, "finding deadline set");
+                tracing::info!(kind = %f.kind, batch_id = f.batch_id, deadline = d, "finding deadline set");
             }
         }
     }
@@ -127,7 +127,7 @@ pub async fn judge(
             || (f.kind == "anchor-reorged" && f.batch_id.is_some_and(|b| anchored.contains_key(&b)));
         if clears {
             store.resolve_finding(&f.id, now).await.context("resolving a finding")?;
-            tracing::info!(kind = %f.kind, batch_id = ?f.batch_id, "finding resolved");
+            tracing::info!(kind = %f.kind, batch_id = f.batch_id, "finding resolved");
             judged.resolved.push(Finding { resolved_at: Some(now), ..f });
         } else {
             judged.open.push(f);

@@ -69,11 +69,7 @@ fn genesis(cfg: &GuardianConfig, profile: &Profile) -> anyhow::Result<(Chain, St
 
 /// The bitcoind chain source named by the config.
 fn bitcoind_source(cfg: &GuardianConfig) -> anyhow::Result<BitcoindSource> {
-    let b = &cfg.bitcoind;
-    let url = b.url.as_deref().context("bitcoind.url is required")?;
-    let password = b.password().map(|p| p.expose().to_string()).unwrap_or_default();
-    let user = b.user.clone().unwrap_or_default();
-    Ok(BitcoindSource::new(url, &user, &password, Duration::from_secs(b.timeout_secs))?)
+    Ok(BitcoindSource::from_rpc(cfg.bitcoind.rpc()?))
 }
 
 /// The daemon.

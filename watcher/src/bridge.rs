@@ -310,7 +310,7 @@ fn tx_effects(
         }
         if is_bridge {
             let from_bridge = spends_bridge;
-            tracing::info!(outpoint = %op, amount, recipient = ?recipient, from_bridge, "bridge output");
+            tracing::info!(outpoint = %op, amount, recipient = recipient.as_deref(), from_bridge, "bridge output");
             effects.push(Effect::Deposit {
                 outpoint: op.clone(),
                 amount,

@@ -11,7 +11,7 @@ pub mod follower;
 pub mod scripted;
 pub mod source;
 
-pub use bitcoind::BitcoindSource;
+pub use bitcoind::{AuthError, AuthStatus, BitcoindAuth, BitcoindRpc, BitcoindSource, RpcError};
 pub use driver::{BlockSink, ChainDriver, DriverError, FollowStatus, LagReason};
 pub use electrum::{ElectrumSource, WatchSet};
 pub use follower::{ChainEvent, FollowError, Follower, FollowerConfig, Plan, Update, MIN_HEADER_CAPACITY};

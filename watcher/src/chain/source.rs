@@ -42,6 +42,10 @@ pub enum ChainError {
     /// The source answered with an error.
     #[error("chain source error: {0}")]
     Rpc(String),
+    /// The source refused the login (bitcoind's HTTP 401, or an unusable cookie file): not transient,
+    /// the operator must fix the credentials (or bitcoind must rewrite its cookie).
+    #[error("chain source rejected the credentials: {0}")]
+    Unauthorized(String),
     /// The source answered with data that does not make sense (wrong hash, bad encoding).
     #[error("chain source returned invalid data: {0}")]
     Invalid(String),

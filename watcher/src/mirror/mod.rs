@@ -298,7 +298,7 @@ impl Mirror {
         for f in equivocations.into_iter().chain(findings::gap_findings(&due, now)) {
             match self.store.insert_finding(&f).await {
                 Ok(true) => {
-                    tracing::warn!(kind = %f.kind, batch = ?f.batch_id, evidence = %f.evidence, "mirror finding");
+                    tracing::warn!(kind = %f.kind, batch_id = f.batch_id, evidence = %f.evidence, "mirror finding");
                     report.findings.push(f);
                 }
                 Ok(false) => {}
