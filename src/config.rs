@@ -887,7 +887,7 @@ impl GuardianConfig {
         if let Some(c) = &self.rune_checkpoint {
             if !c.is_file() {
                 p.push(format!("rune_checkpoint ({}) is not an existing file", c.display()));
-            } else if let Err(e) = crate::daemon::checkpoint::load(c) {
+            } else if let Err(e) = crate::daemon::rune_checkpoint::load(c) {
                 p.push(format!("{e:#}"));
             }
             if self.start_height.is_none() {

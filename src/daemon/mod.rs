@@ -442,7 +442,13 @@ impl Daemon {
             }
             Ok(FollowStatus::Retry(why)) => snap.l1_blocks.blocked = Some(why),
             Err(e) => {
-                tracing::error!(error = %e, "L1 index");
+                // A refused login is logged once by the client (with the fix) and backed off there.
+                if !matches!(
+                    e,
+                    kray_watcher::l1_index::IndexError::Source(kray_watcher::chain::ChainError::Unauthorized(_))
+                ) {
+                    tracing::error!(error = %e, "L1 index");
+                }
                 snap.l1_blocks.blocked = Some(e.to_string());
             }
         }

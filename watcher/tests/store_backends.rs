@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use kray_watcher::store::{
-    BatchCopy, ReplayCheckpointRow, VerdictRow, Cursor, Effect, Finding, L1Header, Outpoint, PayoutOutput, Severity, SpendPath, Store, StoreError,
-    CHAIN_STAGE, SQLITE_FILE,
+    BatchCopy, Cursor, Effect, Finding, L1Header, Outpoint, PayoutOutput, ReplayCheckpointRow, Severity, SpendPath,
+    Store, StoreError, VerdictRow, CHAIN_STAGE, SQLITE_FILE,
 };
 use serde_json::json;
 use sqlx::Connection;
