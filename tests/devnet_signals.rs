@@ -62,7 +62,7 @@ impl DevnetProcess {
             .arg("devnet")
             .arg("--data")
             .arg(dir.join("devnet"))
-            .args(["--users", "1", "--guardian", "watch", "--guardian-port", &port.to_string()])
+            .args(["--users", "2", "--guardian", "watch", "--guardian-port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
