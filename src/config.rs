@@ -442,6 +442,12 @@ impl RunArgs {
         let env = process_env()?;
         Ok(GuardianConfig::load(self.config.as_deref(), env.into_iter(), &self.overrides)?)
     }
+
+    /// The configuration for a tool that only opens the store ([`GuardianConfig::load_for_tools`]).
+    pub fn load_config_for_tools(&self) -> anyhow::Result<GuardianConfig> {
+        let env = process_env()?;
+        Ok(GuardianConfig::load_for_tools(self.config.as_deref(), env.into_iter(), &self.overrides)?)
+    }
 }
 
 /// The process environment as UTF-8 pairs; a non-UTF-8 `KRAY_GUARDIAN_*` variable is an error,
@@ -736,11 +742,31 @@ impl GuardianConfig {
     }
 
     /// Merge defaults < `file` < `env` (`KRAY_GUARDIAN_*`; other variables are ignored) < `overrides`,
-    /// resolve `bitcoind.password_env` from `env`, and [`validate`](Self::validate).
+    /// resolve `bitcoind.password_env` from `env`, [`validate`](Self::validate), and check the alert
+    /// sinks' secrets and URLs ([`alert_sink_problems`](Self::alert_sink_problems)): what `run` needs.
     pub fn load(
         file: Option<&Path>,
         env: impl Iterator<Item = (String, String)>,
         overrides: &CliOverrides,
+    ) -> Result<Self, ConfigError> {
+        Self::load_checked(file, env, overrides, true)
+    }
+
+    /// [`load`](Self::load) for the operator's tools that only open the store (`findings`): the alert
+    /// sinks' secret variables need not be set where those run.
+    pub fn load_for_tools(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &CliOverrides,
+    ) -> Result<Self, ConfigError> {
+        Self::load_checked(file, env, overrides, false)
+    }
+
+    fn load_checked(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &CliOverrides,
+        check_sinks: bool,
     ) -> Result<Self, ConfigError> {
         let env: BTreeMap<String, String> = env.collect();
         let mut cfg = match file {
@@ -779,7 +805,9 @@ impl GuardianConfig {
         if let Err(e) = cfg.validate() {
             problems.extend(e.problems);
         }
-        problems.extend(cfg.alert_sink_problems(&env));
+        if check_sinks {
+            problems.extend(cfg.alert_sink_problems(&env));
+        }
         if problems.is_empty() {
             Ok(cfg)
         } else {

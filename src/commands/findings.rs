@@ -35,7 +35,7 @@ pub enum FindingsAction {
 
 /// Runs `findings`: exit 0, or 4 when `resolve` names no open finding.
 pub fn run(args: &FindingsArgs) -> anyhow::Result<u8> {
-    let cfg = args.run.load_config()?;
+    let cfg = args.run.load_config_for_tools()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("async runtime")?;
     rt.block_on(async {
         let store = Store::open(&cfg.data_dir, cfg.database_url.as_ref().map(|s| s.expose()))

@@ -683,8 +683,9 @@ impl Daemon {
     }
 }
 
-/// Seconds after which the judges run even when nothing moved (findings that age with time).
-const JUDGE_EVERY_SECS: i64 = 30;
+/// Seconds after which the judges run even when nothing moved: findings that age with time, and
+/// findings an operator resolved from another process (`findings resolve`).
+const JUDGE_EVERY_SECS: i64 = 5;
 /// Seconds after which the acting stage runs even when nothing moved (submission retries).
 const ACT_EVERY_SECS: i64 = 5;
 /// Seconds between two replay checkpoints while batches keep coming.
