@@ -197,6 +197,10 @@ pub struct ReplayStage {
     checkpointed: (u64, Option<u64>),
     /// Batch bodies read from the store by this stage (the measure of its work).
     bodies_read: u64,
+    /// True while the lowest pending batch waits for an earlier batch that has not arrived.
+    gap_blocked: bool,
+    /// Most copy references held pending while nothing waits for a gap ([`MAX_PENDING`]).
+    max_pending: usize,
     /// Longest one advance goes on judging before it returns (the rest on the next call), so the
     /// other stages of the loop never wait behind a long catch-up.
     budget: std::time::Duration,
@@ -219,8 +223,16 @@ impl ReplayStage {
             blocked: None,
             checkpointed: (0, None),
             bodies_read: 0,
+            gap_blocked: false,
+            max_pending: MAX_PENDING,
             budget: DEFAULT_BUDGET,
         }
+    }
+
+    /// The same stage holding at most `max` pending copy references (outside a gap).
+    pub fn with_max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
+        self
     }
 
     /// The same stage with another time budget per advance.
@@ -278,6 +290,8 @@ impl ReplayStage {
             blocked: None,
             checkpointed: (tip, first_fault),
             bodies_read: 0,
+            gap_blocked: false,
+            max_pending: MAX_PENDING,
             budget: DEFAULT_BUDGET,
         };
         Ok((stage, from))
@@ -338,9 +352,10 @@ impl ReplayStage {
         Ok(row.bytes.len())
     }
 
-    /// Reads the references of newly arrived copies into the pending set (bounded).
+    /// Reads the references of newly arrived copies into the pending set: bounded, except while the
+    /// lowest pending batch waits for an earlier one (a gap), whose copy may come after the bound.
     async fn read_new(&mut self, store: &Store) -> anyhow::Result<()> {
-        while self.pending.len() < MAX_PENDING {
+        while self.pending.len() < self.max_pending || self.gap_blocked {
             let page = store.copies_after(self.read_cursor, PAGE_SPAN).await.context("reading new batch copies")?;
             let Some(last) = page.last().map(|c| c.seq) else { break };
             for CopyRef { batch_id, content_hash, seq, .. } in page {
@@ -377,6 +392,7 @@ impl ReplayStage {
             let (id, seq, content_hash) = (*id, *seq, content_hash.clone());
             match self.judge_copy(store, id, seq, &content_hash, l1_tip, &mut out).await? {
                 Step::Judged(r) => {
+                    self.gap_blocked = false;
                     self.pending.remove(&(id, seq, content_hash.clone()));
                     if matches!(r.outcome, Outcome::Fault { .. }) && self.first_fault.is_none_or(|f| id < f) {
                         self.first_fault = Some(id);
@@ -459,7 +475,10 @@ impl ReplayStage {
                 | ReplayError::Duplicate(_)
                 | ReplayError::Pruned { .. }),
             ) => Outcome::NotReplayed { reason: e.to_string() },
-            Err(ReplayError::Gap { .. }) => return Ok(Step::Wait(format!("batch {id}: earlier batches are missing"))),
+            Err(ReplayError::Gap { .. }) => {
+                self.gap_blocked = true;
+                return Ok(Step::Wait(format!("batch {id}: earlier batches are missing")));
+            }
             Err(e) => return Err(anyhow::anyhow!("replaying batch {id}: {e}")),
         };
         Ok(Step::Judged(Replayed {
@@ -666,6 +685,25 @@ mod tests {
         assert!(again.judged.is_empty(), "stored verdicts are not news: {:?}", again.judged);
         assert_eq!(c.replayer().tip(), b.replayer().tip());
         assert_eq!(c.results().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_missing_batch_that_arrives_after_the_pending_bound_is_still_read() {
+        let profile = Profile::load("regtest").expect("profile");
+        let spec = WorkloadSpec { accounts: 20, txs: 60, batch_size: 20, seed: 3, fault: None };
+        let w = generate(&profile, &spec).expect("workload");
+        let batches: Vec<Batch> = w.batches.into_iter().map(|(_, b)| b).collect();
+        // A store that receives batches 2 and 3 first; batch 1 arrives later.
+        let dir = tempfile::tempdir().expect("tmp");
+        let late = Store::open_sqlite(dir.path()).await.expect("store");
+        let (chain, state) = w.genesis.build(&profile).expect("genesis");
+        let mut stage = ReplayStage::new(Replayer::new(chain, state).expect("replayer"), profile).with_max_pending(1);
+        late.insert_batches(&[copy_of(&batches[1]), copy_of(&batches[2])]).await.expect("2 and 3");
+        let adv = stage.advance(&late, 10_000).await.expect("advance");
+        assert!(adv.waiting.as_deref().is_some_and(|w| w.contains("earlier batches are missing")), "{adv:?}");
+        late.insert_batches(&[copy_of(&batches[0])]).await.expect("1");
+        let adv = stage.advance(&late, 10_000).await.expect("advance");
+        assert_eq!(adv.judged.iter().map(|r| r.batch_id).collect::<Vec<_>>(), vec![1, 2, 3], "{adv:?}");
     }
 
     #[tokio::test]
