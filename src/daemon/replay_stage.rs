@@ -230,6 +230,7 @@ impl ReplayStage {
     }
 
     /// The same stage holding at most `max` pending copy references (outside a gap).
+    #[cfg(test)]
     pub fn with_max_pending(mut self, max: usize) -> Self {
         self.max_pending = max.max(1);
         self
