@@ -126,17 +126,7 @@ async fn collect(args: &HistoryArgs, profile: &Profile) -> Result<HistoryReport>
     let w = generate(profile, &spec).context("generating the history workload")?;
     let generation_s = t.elapsed().as_secs_f64();
     let batches: Vec<Batch> = w.batches.into_iter().map(|(_, b)| b).collect();
-    let deposits: Vec<Effect> = w
-        .facts
-        .deposits
-        .iter()
-        .map(|d| Effect::Deposit {
-            outpoint: Outpoint { txid: hex::encode(d.outpoint.txid), vout: d.outpoint.vout },
-            amount: u128::from(d.rune_amount),
-            recipient: d.recipient.map(|k| hex::encode(k.0)),
-            from_bridge: false,
-        })
-        .collect();
+    let deposits = deposit_effects(&w.facts);
     let mut rows = Vec::new();
     for size in sizes {
         // The prefix holding `size` txs (at least one batch), and the batch after it.
@@ -229,7 +219,22 @@ async fn collect(args: &HistoryArgs, profile: &Profile) -> Result<HistoryReport>
     Ok(HistoryReport { generation_s, rows, idle_growth, restart_growth })
 }
 
-fn copy_of(b: &Batch) -> BatchCopy {
+/// The deposits of a workload's L1 facts as the L1 index stores them (bridge deposits of one block).
+pub fn deposit_effects(facts: &kray_replayer::l1facts::L1FactsFile) -> Vec<Effect> {
+    facts
+        .deposits
+        .iter()
+        .map(|d| Effect::Deposit {
+            outpoint: Outpoint { txid: hex::encode(d.outpoint.txid), vout: d.outpoint.vout },
+            amount: u128::from(d.rune_amount),
+            recipient: d.recipient.map(|k| hex::encode(k.0)),
+            from_bridge: false,
+        })
+        .collect()
+}
+
+/// A batch as the mirror stores it.
+pub fn copy_of(b: &Batch) -> BatchCopy {
     BatchCopy {
         batch_id: b.signed.header.batch_id,
         source: "bench".into(),

@@ -538,9 +538,10 @@ fn parse_key(text: &str) -> Option<kray_replayer::address::AccountKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench_history::copy_of;
     use kray_devnet::workload::{generate, WorkloadSpec};
     use kray_replayer::FaultClass;
-    use kray_watcher::store::{BatchCopy, Effect, L1Header};
+    use kray_watcher::store::{BatchCopy, L1Header};
 
     /// A store holding `batches` and the workload's two deposits (in block 1), and the stage at genesis.
     async fn setup(fault: Option<(FaultClass, u64)>) -> (tempfile::TempDir, Store, ReplayStage, Vec<Batch>) {
@@ -550,29 +551,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open_sqlite(dir.path()).await.expect("store");
         let h = |n: u64| format!("{n:064x}");
-        let effects: Vec<Effect> = w
-            .facts
-            .deposits
-            .iter()
-            .map(|d| Effect::Deposit {
-                outpoint: Outpoint { txid: hex::encode(d.outpoint.txid), vout: d.outpoint.vout },
-                amount: u128::from(d.rune_amount),
-                recipient: d.recipient.map(|k| hex::encode(k.0)),
-                from_bridge: false,
-            })
-            .collect();
+        let effects = crate::bench_history::deposit_effects(&w.facts);
         store.apply_block(&L1Header { height: 1, hash: h(1), prev_hash: h(0) }, &effects).await.expect("block 1");
         let batches: Vec<Batch> = w.batches.into_iter().map(|(_, b)| b).collect();
-        let copies: Vec<BatchCopy> = batches
-            .iter()
-            .map(|b| BatchCopy {
-                batch_id: b.signed.header.batch_id,
-                source: "test".into(),
-                content_hash: hex::encode(b.content_hash()),
-                raw: b.to_raw(),
-                received_at: 0,
-            })
-            .collect();
+        let copies: Vec<BatchCopy> = batches.iter().map(copy_of).collect();
         store.insert_batches(&copies).await.expect("insert");
         let (chain, state) = w.genesis.build(&profile).expect("genesis");
         let stage = ReplayStage::new(Replayer::new(chain, state).expect("replayer"), profile);
@@ -604,16 +586,6 @@ mod tests {
         header.l1_height = header.l1_height.saturating_sub(1);
         let signed = kray_replayer::batch::SignedHeader::sign(header, &kp);
         Batch::new(signed, b.txs.clone(), &kp)
-    }
-
-    fn copy_of(b: &Batch) -> BatchCopy {
-        BatchCopy {
-            batch_id: b.signed.header.batch_id,
-            source: "test".into(),
-            content_hash: hex::encode(b.content_hash()),
-            raw: b.to_raw(),
-            received_at: 0,
-        }
     }
 
     #[tokio::test]
