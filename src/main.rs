@@ -1,18 +1,8 @@
-//! `kray-guardian`: the independent fraud-proof watchtower and challenger for the KRAY SPACE L2.
-
-mod bench;
-mod bench_history;
-mod commands;
-mod config;
-mod daemon;
-mod http;
-mod l1_node;
-mod metrics;
-mod rate_limit;
-mod user_api;
-mod web;
+//! `kray-guardian`: the command line. Everything it runs lives in the `kray_guardian` library
+//! (`src/lib.rs`); this file only parses the command and maps results to exit codes.
 
 use clap::{Parser, Subcommand};
+use kray_guardian::{bench, commands, config, version};
 use std::process::ExitCode;
 
 /// Command line of the guardian.
@@ -45,11 +35,6 @@ enum Command {
     Withdrawal(commands::withdrawal::WithdrawalArgs),
     /// Check an account proof offline (exit 0 proven, 4 not proven, 1 error).
     VerifyAccount(commands::verify_account::VerifyAccountArgs),
-}
-
-/// The version with the git commit it was built from.
-pub fn version() -> &'static str {
-    concat!(env!("CARGO_PKG_VERSION"), " (", env!("KRAY_GIT_HASH"), ")")
 }
 
 fn main() -> ExitCode {
