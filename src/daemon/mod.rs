@@ -598,16 +598,10 @@ impl Daemon {
         };
         let mut extra = Vec::new();
         if let Some(script) = &self.bridge_script {
-            let l2_l1_height = batches
-                .values()
-                .flatten()
-                .filter(|r| matches!(r.outcome, replay_stage::Outcome::Valid { .. }))
-                .map(|r| r.l1_height)
-                .max();
             let view = bridge_stage::L2View {
                 state: self.replay.replayer().state(),
                 first_bad_batch: self.replay.first_fault(),
-                l2_l1_height,
+                l2_l1_height: self.replay.valid_l1_height(),
             };
             match bridge_stage::judge(&self.store, &self.profile, script, view, &report, l1_tip, now).await {
                 Ok(b) => {
@@ -646,7 +640,7 @@ impl Daemon {
         }
         snap.batches = batches;
         views::update(snap, &self.replay, l1_tip);
-        views::scan_blocked(snap, &self.store).await;
+        views::scan_blocked(snap, self.replay.first_fault(), &self.store).await;
     }
 
     /// Saves the replayer's state when it moved and the last save is old enough (or many batches

@@ -191,6 +191,8 @@ pub struct ReplayStage {
     known: HashSet<(u64, String)>,
     /// The first faulty batch id, if any.
     first_fault: Option<u64>,
+    /// The highest L1 height a valid batch declared.
+    valid_l1_height: Option<u64>,
     /// Where the last advance stopped, if it stopped waiting.
     blocked: Option<(Blocked, String)>,
     /// The replayer tip and first fault at the last checkpoint.
@@ -220,6 +222,7 @@ impl ReplayStage {
             results: Arc::new(BTreeMap::new()),
             known: HashSet::new(),
             first_fault: None,
+            valid_l1_height: None,
             blocked: None,
             checkpointed: (0, None),
             bodies_read: 0,
@@ -257,6 +260,12 @@ impl ReplayStage {
             known.insert((r.batch_id, r.content_hash.clone()));
             results.entry(r.batch_id).or_default().push(r);
         }
+        let valid_l1_height = results
+            .values()
+            .flatten()
+            .filter(|r| matches!(r.outcome, Outcome::Valid { .. }))
+            .map(|r| r.l1_height)
+            .max();
         let first_fault = results
             .iter()
             .find(|(_, copies)| copies.iter().any(|c| matches!(c.outcome, Outcome::Fault { .. })))
@@ -288,6 +297,7 @@ impl ReplayStage {
             results: Arc::new(results),
             known,
             first_fault,
+            valid_l1_height,
             blocked: None,
             checkpointed: (tip, first_fault),
             bodies_read: 0,
@@ -316,6 +326,11 @@ impl ReplayStage {
     /// The first faulty batch id, if any.
     pub fn first_fault(&self) -> Option<u64> {
         self.first_fault
+    }
+
+    /// The highest L1 height a valid batch declared (what the bridge judge compares deposits with).
+    pub fn valid_l1_height(&self) -> Option<u64> {
+        self.valid_l1_height
     }
 
     /// Batch bodies this stage has read from the store since it was made.
@@ -395,6 +410,9 @@ impl ReplayStage {
                 Step::Judged(r) => {
                     self.gap_blocked = false;
                     self.pending.remove(&(id, seq, content_hash.clone()));
+                    if matches!(r.outcome, Outcome::Valid { .. }) {
+                        self.valid_l1_height = self.valid_l1_height.max(Some(r.l1_height));
+                    }
                     if matches!(r.outcome, Outcome::Fault { .. }) && self.first_fault.is_none_or(|f| id < f) {
                         self.first_fault = Some(id);
                     }
@@ -635,6 +653,7 @@ mod tests {
         assert_eq!(resumed.replayer().tip().state_root, root_after_2);
         assert_eq!(resumed.results().len(), 2);
         assert_eq!(*resumed.results(), *stage.results());
+        assert_eq!(resumed.valid_l1_height(), Some(l1_of(1)), "rebuilt from the stored verdicts");
         let adv = resumed.advance(&store, 10_000).await.expect("advance");
         assert_eq!(resumed.bodies_read(), 1, "only the batch newer than the checkpoint is read");
         assert_eq!(adv.judged.len(), 1);

@@ -455,12 +455,7 @@ pub fn find_withdrawals<'a>(views: &'a Views, query: &str, limit: usize) -> Vec<
 /// Finds the withdrawals of the first faulty batch and of the (at most [`MAX_BLOCKED_BATCHES`])
 /// batches after it in the store: the replayer never executes them, yet their users must learn they
 /// are AT RISK. Each stored copy is decoded once; the daemon calls this after [`update`].
-pub async fn scan_blocked(snap: &mut Snapshot, store: &kray_watcher::store::Store) {
-    let first_fault = snap
-        .batches
-        .iter()
-        .find(|(_, cs)| cs.iter().any(|c| matches!(c.outcome, Outcome::Fault { .. })))
-        .map(|(id, _)| *id);
+pub async fn scan_blocked(snap: &mut Snapshot, first_fault: Option<u64>, store: &kray_watcher::store::Store) {
     let Some(first) = first_fault else {
         if snap.views.blocked_scan.is_some() {
             snap.views.blocked = Arc::default();
