@@ -583,9 +583,7 @@ impl Daemon {
         }
         more
     }
-}
 
-impl Daemon {
     /// The judges (anchors, bridge, faults) and the user views, over the replay stage's verdicts.
     async fn judge(&mut self, snap: &mut Snapshot, l1_tip: u64, now: i64) {
         let batches = self.replay.results();
@@ -625,19 +623,7 @@ impl Daemon {
             }
             Err(e) => tracing::error!(error = %e, "judge"),
         }
-        if !Arc::ptr_eq(&snap.batches, &batches) {
-            snap.proofs = Arc::new(
-                batches
-                    .iter()
-                    .filter_map(|(id, copies)| {
-                        copies.iter().find_map(|c| match &c.outcome {
-                            replay_stage::Outcome::Fault { proof, .. } => Some((*id, proof.clone())),
-                            _ => None,
-                        })
-                    })
-                    .collect(),
-            );
-        }
+        snap.proofs = self.replay.proofs();
         snap.batches = batches;
         views::update(snap, &self.replay, l1_tip);
         views::scan_blocked(snap, self.replay.first_fault(), &self.store).await;

@@ -193,6 +193,8 @@ pub struct ReplayStage {
     first_fault: Option<u64>,
     /// The highest L1 height a valid batch declared.
     valid_l1_height: Option<u64>,
+    /// The fraud proof of the first faulty copy of each batch id (JSON text), shared with the snapshot.
+    proofs: Arc<BTreeMap<u64, String>>,
     /// Where the last advance stopped, if it stopped waiting.
     blocked: Option<(Blocked, String)>,
     /// The replayer tip and first fault at the last checkpoint.
@@ -223,6 +225,7 @@ impl ReplayStage {
             known: HashSet::new(),
             first_fault: None,
             valid_l1_height: None,
+            proofs: Arc::new(BTreeMap::new()),
             blocked: None,
             checkpointed: (0, None),
             bodies_read: 0,
@@ -266,6 +269,15 @@ impl ReplayStage {
             .filter(|r| matches!(r.outcome, Outcome::Valid { .. }))
             .map(|r| r.l1_height)
             .max();
+        let proofs: BTreeMap<u64, String> = results
+            .iter()
+            .filter_map(|(id, copies)| {
+                copies.iter().find_map(|c| match &c.outcome {
+                    Outcome::Fault { proof, .. } => Some((*id, proof.clone())),
+                    _ => None,
+                })
+            })
+            .collect();
         let first_fault = results
             .iter()
             .find(|(_, copies)| copies.iter().any(|c| matches!(c.outcome, Outcome::Fault { .. })))
@@ -298,6 +310,7 @@ impl ReplayStage {
             known,
             first_fault,
             valid_l1_height,
+            proofs: Arc::new(proofs),
             blocked: None,
             checkpointed: (tip, first_fault),
             bodies_read: 0,
@@ -326,6 +339,11 @@ impl ReplayStage {
     /// The first faulty batch id, if any.
     pub fn first_fault(&self) -> Option<u64> {
         self.first_fault
+    }
+
+    /// The fraud proof of the first faulty copy of each batch id (a cheap handle).
+    pub fn proofs(&self) -> Arc<BTreeMap<u64, String>> {
+        self.proofs.clone()
     }
 
     /// The highest L1 height a valid batch declared (what the bridge judge compares deposits with).
@@ -420,6 +438,11 @@ impl ReplayStage {
                     if fresh {
                         store.insert_verdict(&r.to_row(seq, now)).await.context("storing a verdict")?;
                         tracing::info!(batch_id = id, verdict = ?r.outcome, "batch judged");
+                        if let Outcome::Fault { proof, .. } = &r.outcome {
+                            if !self.proofs.contains_key(&id) {
+                                Arc::make_mut(&mut self.proofs).insert(id, proof.clone());
+                            }
+                        }
                         let results = Arc::make_mut(&mut self.results);
                         results.entry(id).or_default().push(r.clone());
                         out.judged.push(r);
@@ -628,6 +651,7 @@ mod tests {
             adv.judged[0]
         );
         assert_eq!(stage.first_fault(), Some(1));
+        assert!(stage.proofs().contains_key(&1), "the equivocation's proof is kept for the snapshot");
     }
 
     #[tokio::test]
@@ -729,6 +753,7 @@ mod tests {
             panic!("{:?}", adv.judged[1])
         };
         assert_eq!(class, "bad-nonce");
+        assert_eq!(stage.proofs().get(&2), Some(proof));
         let p = kray_replayer::proof::FraudProof::from_json(proof).expect("proof");
         assert_eq!(hex::encode(p.proof_hash()), *proof_hash);
         assert!(adv.judged[2..].iter().all(|r| matches!(r.outcome, Outcome::NotReplayed { .. })));
